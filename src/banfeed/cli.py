@@ -1,0 +1,450 @@
+"""The ``banfeed`` command: thin shells over the core. Parse, make one core call, render.
+
+Exit codes: 0 ok; 1 the command ran but something failed (a device, a missing offender);
+2 usage or configuration error. Only this module turns errors into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__, service
+from .config import Config, config_path, load
+from .errors import BanfeedError, ConfigError, InputError
+from .feeds import RENDERERS, feed_offenders, offender_record, write_atomically
+from .net import parse_address
+from .policy import state
+from .store import Store
+from .store import queries as q
+from .timeutil import iso
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+FORMATS = ("table", "json", "csv")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True)
+    raise SystemExit(code)
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn banfeed's errors into a message on stderr and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, InputError) as exc:
+            fail(str(exc), EXIT_USAGE)
+        except BanfeedError as exc:
+            fail(str(exc), EXIT_FAILED)
+
+    return wrapper
+
+
+class Context:
+    def __init__(self, config_option: str | None) -> None:
+        self.path = config_path(config_option)
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load(self.path)
+        return self._config
+
+    def runtime(self, *, create_store: bool = False) -> service.Runtime:
+        return service.runtime(self.config, create_store=create_store)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_option",
+    metavar="PATH",
+    help="Config file (default: $BANFEED_CONFIG, else ./banfeed.toml).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(__version__, prog_name="banfeed")
+@click.pass_context
+def main(ctx: click.Context, config_option: str | None, verbose: int) -> None:
+    """Collect FortiGate quarantined IPs into a durable store and publish safe threat feeds."""
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    ctx.obj = Context(config_option)
+
+
+# -- setup -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@pass_ctx
+@handle_errors
+def init(ctx: Context, force: bool) -> None:
+    """Write a commented banfeed.toml and create the store."""
+    if ctx.path.exists() and not force:
+        err.print(f"{ctx.path} exists; keeping it (use --force to overwrite)")
+    else:
+        template = resources.files("banfeed").joinpath("data/banfeed.toml").read_text("utf-8")
+        write_atomically(ctx.path, template.encode("utf-8"))
+        out.print(f"wrote {ctx.path}")
+    rt = ctx.runtime(create_store=True)
+    out.print(f"store ready: {rt.store.display_url} (schema {rt.store.current_revision()})")
+    rt.close()
+
+
+@main.group()
+def db() -> None:
+    """Store maintenance."""
+
+
+@db.command("upgrade")
+@pass_ctx
+@handle_errors
+def db_upgrade(ctx: Context) -> None:
+    """Apply pending schema migrations to the store (SQLite or PostgreSQL)."""
+    store = Store(ctx.config.store_url())
+    try:
+        before, after = store.upgrade()
+    finally:
+        store.close()
+    if before == after:
+        out.print(f"store {store.display_url} is up to date (schema {after})")
+    else:
+        out.print(f"store {store.display_url} upgraded: {before or 'empty'} → {after}")
+
+
+@main.command()
+@pass_ctx
+@handle_errors
+def check(ctx: Context) -> None:
+    """Validate the config, the store and every FortiGate (reachable? token? entries?)."""
+    config = ctx.config
+    out.print(
+        f"config {ctx.path}: valid ({len(config.fortigates)} FortiGates, {len(config.feeds)} feeds)"
+    )
+    for warning in service.warnings(config):
+        out.print(f"[yellow]warning:[/] {warning}")
+    rt = ctx.runtime()
+    out.print(f"store {rt.store.display_url}: schema {rt.store.current_revision()} ok")
+    with rt.store.read() as conn:
+        statuses = q.device_statuses(conn)
+    # A probe is a real poll that is not stored: the collector's own polling code.
+    results = asyncio.run(rt.collector().poll({}, int(rt.clock())))
+    rt.close()
+    table = Table("device", "vdom", "result", "entries", "rejected", "ms", "last success")
+    for r in results:
+        last = statuses.get((r.device, r.vdom))
+        outcome = "[green]ok[/]" if r.error is None else f"[red]{r.error.kind}[/]: {r.error.detail}"
+        counts = Counter(v.vdom for v in r.lists for _ in v.offenses)
+        entries = ", ".join(f"{v}={n}" for v, n in sorted(counts.items())) or "0"
+        table.add_row(
+            r.device,
+            r.vdom,
+            outcome,
+            entries,
+            str(r.rejected),
+            f"{r.duration * 1000:.0f}",
+            iso(last.last_success) if last and last.last_success else "never",
+        )
+    if results:
+        out.print(table)
+    else:
+        out.print("[yellow]warning:[/] no [[fortigates]] configured — nothing to collect")
+    if any(r.error for r in results):
+        raise SystemExit(EXIT_FAILED)
+
+
+# -- collection ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something failed.")
+@pass_ctx
+@handle_errors
+def collect(ctx: Context, quiet: bool) -> None:
+    """Run one collection cycle (what cron runs). Exit 1 if any device failed."""
+    rt = ctx.runtime()
+    try:
+        report = asyncio.run(rt.collector().cycle())
+    finally:
+        rt.close()
+    if not quiet or report.failed:
+        table = Table("device", "vdom", "result", "entries", "rejected", "ms")
+        for r in report.results:
+            if r.error is not None:
+                result = f"[red]{r.error.kind}[/]: {r.error.detail}"
+            else:
+                result = "[green]ok[/] (unchanged)" if r.unchanged else "[green]ok[/]"
+            entries = "-" if r.unchanged or r.error else str(r.entries)
+            table.add_row(
+                r.device, r.vdom, result, entries, str(r.rejected), f"{r.duration * 1000:.0f}"
+            )
+        out.print(table)
+        out.print(
+            f"{len(report.results) - len(report.failed)}/{len(report.results)} polls ok; "
+            f"{report.new_offenses} new offenses, {report.new_offenders} new offenders, "
+            f"{report.updated_offenders} updated, {report.suppressed} suppressed, "
+            f"{report.rejected} invalid entries rejected; {report.duration:.2f}s"
+        )
+    if report.failed:
+        raise SystemExit(EXIT_FAILED)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@main.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include expired, suppressed, unbanned.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--limit", type=int, default=500, show_default=True, help="Table rows (0 = all).")
+@pass_ctx
+@handle_errors
+def list_(ctx: Context, show_all: bool, fmt: str, limit: int) -> None:
+    """List active offenders, in numeric address order."""
+    rt = ctx.runtime()
+    now, allow = int(rt.clock()), service.allowlist(rt.config)
+    with rt.store.read() as conn:
+        offenders = list(q.iter_offenders(conn, active_at=None if show_all else now))
+    rt.close()
+    if not show_all:
+        offenders = [o for o in offenders if state(o, now, allow) == "active"]
+    if fmt == "json":
+        click.echo(json.dumps([offender_record(o, now, allow) for o in offenders], indent=1))
+        return
+    if fmt == "csv":
+        click.echo(RENDERERS["csv"][0](offenders, now, allow), nl=False)
+        return
+    table = Table("ip", "state", "offenses", "first", "last", "causes", "devices", "active until")
+    shown = offenders if limit <= 0 else offenders[:limit]
+    for o in shown:
+        table.add_row(
+            str(o.ip),
+            state(o, now, allow),
+            str(o.offense_count),
+            iso(o.first_offense),
+            iso(o.last_offense),
+            ", ".join(o.sources),
+            ", ".join(o.devices),
+            iso(o.active_until) or "forever",
+        )
+    out.print(table)
+    more = (
+        f" ({len(offenders) - len(shown)} more: --limit 0 or --format csv)"
+        if (len(shown) < len(offenders))
+        else ""
+    )
+    out.print(f"{len(offenders)} offenders{more}")
+
+
+@main.command()
+@click.argument("address")
+@click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table")
+@pass_ctx
+@handle_errors
+def show(ctx: Context, address: str, fmt: str) -> None:
+    """One offender: offenses per device, VDOM and cause; state; history; feeds."""
+    ip = parse_address(address.strip())
+    rt = ctx.runtime()
+    now, allow = int(rt.clock()), service.allowlist(rt.config)
+    with rt.store.read() as conn:
+        offender = q.get_offender(conn, str(ip))
+        offenses = q.offenses_of(conn, str(ip))
+        events = q.events_of(conn, str(ip))
+    rt.close()
+    if offender is None:
+        fail(f"{ip} is not in the store (no device has reported it)", EXIT_FAILED)
+    record = offender_record(offender, now, allow)
+    by_origin: dict[str, dict[str, Any]] = {}
+    for o in offenses:
+        item = by_origin.setdefault(
+            f"{o.device}/{o.vdom}",
+            {"device": o.device, "vdom": o.vdom, "offenses": 0, "causes": {}},
+        )
+        item["offenses"] += 1
+        item["causes"][o.source] = item["causes"].get(o.source, 0) + 1
+    feeds = {}
+    for feed in rt.config.feeds:
+        spec = service.feed_spec(feed)
+        why = (
+            None
+            if record["state"] == "active" and spec.excludes(offender) is None
+            else (spec.excludes(offender) if record["state"] == "active" else record["state"])
+        )
+        if record["state"] == "suppressed":
+            why = record["suppressed_by"]
+        feeds[feed.name] = {"listed": why is None, "reason": why}
+    record |= {
+        "by_origin": list(by_origin.values()),
+        "offenses": [
+            {
+                "device": o.device,
+                "vdom": o.vdom,
+                "created": iso(o.created),
+                "expires": iso(o.expires),
+                "source": o.source,
+            }
+            for o in offenses
+        ],
+        "events": [
+            {"time": iso(e.time), "kind": e.kind, "actor": e.actor, "detail": e.detail}
+            for e in events
+        ],
+        "feeds": feeds,
+    }
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=1))
+        return
+    out.print(
+        f"[bold]{ip}[/]  state: {record['state']}  offenses: {offender.offense_count}  "
+        f"active until: {record['active_until'] or 'forever'}"
+    )
+    if record["suppressed_by"]:
+        out.print(f"  suppressed: {record['suppressed_by']}")
+    out.print(f"  first offense {record['first_offense']}, last {record['last_offense']}")
+    table = Table("device", "vdom", "offenses", "causes")
+    for item in by_origin.values():
+        causes = ", ".join(f"{c} ×{n}" for c, n in sorted(item["causes"].items()))
+        table.add_row(item["device"], item["vdom"], str(item["offenses"]), causes)
+    out.print(table)
+    timeline = Table("time", "what", "by", "detail")
+    for o in offenses:
+        timeline.add_row(
+            iso(o.created),
+            "offense",
+            f"{o.device}/{o.vdom}",
+            f"{o.source}, device expiry {iso(o.expires) or 'none'}",
+        )
+    for e in events:
+        timeline.add_row(iso(e.time), e.kind, e.actor, e.detail)
+    out.print(timeline)
+    for name, verdict in feeds.items():
+        out.print(
+            f"  feed {name}: "
+            + ("listed" if verdict["listed"] else f"not listed ({verdict['reason']})")
+        )
+
+
+@main.command()
+@click.option("--feed", "feed_name", default=None, help="Feed name (default: the first feed).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write atomically (default: standard output).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(sorted(RENDERERS)), default="txt", show_default=True
+)
+@pass_ctx
+@handle_errors
+def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -> None:
+    """Write a feed: one address a line, numeric order, IPv4 first (or CSV/JSON)."""
+    config = ctx.config
+    feed = config.feed(feed_name) if feed_name else config.feeds[0]
+    rt = ctx.runtime()
+    now, allow = int(rt.clock()), service.allowlist(config)
+    with rt.store.read() as conn:
+        offenders = feed_offenders(conn, service.feed_spec(feed), allow, now)
+    rt.close()
+    data = RENDERERS[fmt][0](offenders, now, allow)
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        write_atomically(output, data)
+        err.print(f"feed {feed.name}: {len(offenders)} entries written to {output}")
+
+
+# -- simulator -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8443, show_default=True, help="Port of the first device.")
+@click.option("--devices", default=1, show_default=True, help="Devices, on consecutive ports.")
+@click.option("--vdoms", default="root", show_default=True, help="Comma-separated VDOMs.")
+@click.option("--entries", default=100, show_default=True, help="Entries per VDOM at start.")
+@click.option("--churn", default=0, show_default=True, help="Entries replaced per poll.")
+@click.option("--latency", default=0.0, show_default=True, help="Seconds added per answer.")
+@click.option("--fault", default="none", show_default=True, help="Fault mode of every device.")
+@click.option(
+    "--token",
+    envvar="BANFEED_SIM_TOKEN",
+    default="banfeed-simulator-token",
+    show_default=True,
+    help="Bearer token the devices accept ($BANFEED_SIM_TOKEN).",
+)
+@click.option("--seed", default=0, show_default=True, help="Random seed for addresses.")
+@click.option("--cert-file", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), default=None)
+@handle_errors
+def simulate(
+    host: str,
+    port: int,
+    devices: int,
+    vdoms: str,
+    entries: int,
+    churn: int,
+    latency: float,
+    fault: str,
+    token: str,
+    seed: int,
+    cert_file: str | None,
+    key_file: str | None,
+) -> None:
+    """Serve simulated FortiGates (the FortiOS banned-list API) for trying banfeed."""
+    from . import simulator
+
+    if fault not in simulator.FAULTS:
+        raise InputError(f"--fault {fault!r}: choose one of {', '.join(simulator.FAULTS)}")
+    fleet = simulator.SimFleet(seed=seed)
+    names = [f"sim-{i + 1}" for i in range(devices)]
+    for name in names:
+        fleet.add_device(
+            name,
+            token=token,
+            vdoms=[v.strip() for v in vdoms.split(",") if v],
+            entries=entries,
+            churn=churn,
+            latency=latency,
+            fault=fault,
+        )
+    scheme = "https" if cert_file else "http"
+    err.print("Simulated FortiGates; add to banfeed.toml (and export BANFEED_SIM_TOKEN):")
+    for i, name in enumerate(names):
+        click.echo(
+            f'\n[[fortigates]]\nname = "{name}"\nurl = "{scheme}://{host}:{port + i}"\n'
+            f'token_env = "BANFEED_SIM_TOKEN"\nvdoms = ["*"]',
+            err=True,
+        )
+    if token == "banfeed-simulator-token" and "BANFEED_SIM_TOKEN" not in os.environ:
+        err.print("\n(token: banfeed-simulator-token)")
+    simulator.serve_forever(
+        fleet, host=host, first_port=port, ssl_certfile=cert_file, ssl_keyfile=key_file
+    )

@@ -1,0 +1,310 @@
+"""One collection cycle: poll every device and VDOM concurrently, then write once.
+
+Each (device, VDOM selector) is isolated: its failure becomes a :class:`PollResult` with an
+error and its status row, never an exception for the others. All writes of a cycle happen in
+one transaction, after polling, so a cycle is either wholly stored or not at all.
+
+Cost follows change: an answer byte-identical to the last one is not parsed again (its
+fingerprint is kept in device status), and only offenses not yet stored are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import Connection
+
+from . import metrics
+from .errors import DeviceBackedOff, DeviceError, DeviceRateLimited
+from .fortios import DeviceTarget, FortiOSClient
+from .models import DeviceStatus, Event, Offender, Offense, PollResult
+from .policy import Allowlist, Retention, suppression_reason
+from .store import Store
+from .store import queries as q
+from .timeutil import Clock, iso
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 60  # seconds after the first 401/429; doubles with each further one
+BACKOFF_MAX = 3600
+REJECTS_LOGGED = 10  # per device and cycle; the rest are counted
+
+
+@dataclass
+class CycleReport:
+    started: int
+    duration: float = 0.0
+    results: list[PollResult] = field(default_factory=list)
+    new_offenses: int = 0
+    new_offenders: int = 0
+    updated_offenders: int = 0
+    suppressed: int = 0
+    version: int = 0
+
+    @property
+    def failed(self) -> list[PollResult]:
+        return [r for r in self.results if r.error is not None]
+
+    @property
+    def rejected(self) -> int:
+        return sum(r.rejected for r in self.results)
+
+
+class Collector:
+    def __init__(
+        self,
+        store: Store,
+        targets: Sequence[DeviceTarget],
+        retention: Retention,
+        allowlist: Allowlist,
+        *,
+        clock: Clock,
+        concurrency: int = 16,
+    ) -> None:
+        self.store = store
+        self.targets = list(targets)
+        self.retention = retention
+        self.allowlist = allowlist
+        self.clock = clock
+        self.concurrency = concurrency
+
+    async def cycle(self) -> CycleReport:
+        """Poll everything, then store the result in one transaction (in a worker thread)."""
+        began = time.perf_counter()
+        now = int(self.clock())
+        with self.store.read() as conn:
+            statuses = q.device_statuses(conn)
+        results = await self.poll(statuses, now)
+        report = await asyncio.to_thread(self._write, results, statuses, now)
+        report.duration = time.perf_counter() - began
+        metrics.CYCLE_SECONDS.observe(report.duration)
+        metrics.LAST_SUCCESS.set(self.clock())
+        return report
+
+    # -- polling ------------------------------------------------------------------------------
+
+    async def poll(
+        self, statuses: dict[tuple[str, str], DeviceStatus], now: int
+    ) -> list[PollResult]:
+        gate = asyncio.Semaphore(self.concurrency)
+        tasks = [self._poll_device(t, statuses, now, gate) for t in self.targets]
+        per_device = await asyncio.gather(*tasks)
+        return [result for results in per_device for result in results]
+
+    async def _poll_device(
+        self,
+        target: DeviceTarget,
+        statuses: dict[tuple[str, str], DeviceStatus],
+        now: int,
+        gate: asyncio.Semaphore,
+    ) -> list[PollResult]:
+        results = [PollResult(target.name, vdom, started=time.time()) for vdom in target.vdoms]
+        try:
+            async with FortiOSClient(target) as client:
+                await asyncio.gather(
+                    *(self._poll_vdom(client, r, statuses, now, gate) for r in results)
+                )
+        except DeviceError as exc:  # the client could not even be built (e.g. bad ca_file)
+            for result in results:
+                result.error = result.error or exc
+        return results
+
+    async def _poll_vdom(
+        self,
+        client: FortiOSClient,
+        result: PollResult,
+        statuses: dict[tuple[str, str], DeviceStatus],
+        now: int,
+        gate: asyncio.Semaphore,
+    ) -> None:
+        status = statuses.get((result.device, result.vdom))
+        if status and status.backoff_until and now < status.backoff_until:
+            result.error = DeviceBackedOff(
+                result.device,
+                f"not polled until {iso(status.backoff_until)} after "
+                f"{status.error_kind}: {status.error_message}",
+            )
+            return
+        async with gate:
+            began = time.perf_counter()
+            try:
+                answer = await client.banned(
+                    result.vdom, known_fingerprint=status.fingerprint if status else None
+                )
+            except DeviceError as exc:
+                result.error = exc
+                metrics.DEVICE_ERRORS.labels(result.device, exc.kind).inc()
+            else:
+                result.lists, result.fingerprint = answer.lists, answer.fingerprint
+                result.unchanged = answer.unchanged
+            finally:
+                result.duration = time.perf_counter() - began
+                metrics.DEVICE_POLL_SECONDS.labels(result.device).observe(result.duration)
+        self._log_rejects(result)
+
+    @staticmethod
+    def _log_rejects(result: PollResult) -> None:
+        rejects = [r for v in result.lists for r in v.rejected]
+        if not rejects:
+            return
+        metrics.ENTRIES_REJECTED.labels(result.device).inc(len(rejects))
+        for reject in rejects[:REJECTS_LOGGED]:
+            log.warning(
+                "%s vdom %s: entry %d rejected: %s",
+                reject.device,
+                reject.vdom,
+                reject.index,
+                reject.reason,
+            )
+        if len(rejects) > REJECTS_LOGGED:
+            log.warning(
+                "%s vdom %s: %d more entries rejected",
+                result.device,
+                result.vdom,
+                len(rejects) - REJECTS_LOGGED,
+            )
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _write(
+        self,
+        results: list[PollResult],
+        statuses: dict[tuple[str, str], DeviceStatus],
+        now: int,
+    ) -> CycleReport:
+        report = CycleReport(started=now, results=results)
+        with self.store.write() as conn:
+            new = self._new_offenses(conn, results)
+            if new:
+                self._apply(conn, new, now, report)
+                report.version = q.bump_version(conn)
+            else:
+                report.version = q.store_version(conn)
+            for result in results:
+                status = _next_status(statuses.get((result.device, result.vdom)), result, now)
+                if status is not None:
+                    q.save_device_status(conn, status)
+        metrics.OFFENSES_NEW.inc(report.new_offenses)
+        metrics.SUPPRESSED.inc(report.suppressed)
+        return report
+
+    @staticmethod
+    def _new_offenses(conn: Connection, results: list[PollResult]) -> list[Offense]:
+        """Offenses listed now that the store does not hold yet (deduplicated)."""
+        new: list[Offense] = []
+        taken: set[tuple[str, str, str, int]] = set()
+        for result in results:
+            if result.error is not None or result.unchanged:
+                continue
+            listed = [o for v in result.lists for o in v.offenses]
+            if not listed:
+                continue
+            known = q.known_offenses(
+                conn, result.device, {o.vdom for o in listed}, min(o.created for o in listed)
+            )
+            for offense in listed:
+                ip = str(offense.ip)
+                key = (offense.vdom, ip, offense.created)
+                if key in known or (offense.device, *key) in taken:
+                    continue
+                taken.add((offense.device, *key))
+                new.append(offense)
+        return new
+
+    def _apply(self, conn: Connection, new: list[Offense], now: int, report: CycleReport) -> None:
+        by_ip: dict[str, list[Offense]] = defaultdict(list)
+        for offense in new:
+            by_ip[str(offense.ip)].append(offense)
+        existing = q.load_offenders(conn, by_ip)
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        events: list[Event] = []
+        for ip, offenses in by_ip.items():
+            old = existing.get(ip)
+            offender = self._merge(old, offenses)
+            (updates if old else inserts).append(q.offender_values(offender, now))
+            reason = suppression_reason(offender.ip, self.allowlist)
+            if reason is not None:
+                report.suppressed += len(offenses)
+                events.append(Event(now, "suppressed", ip, offenses[0].device, reason))
+            elif old is not None and old.status == "unbanned":
+                events.append(Event(now, "relisted", ip, offenses[0].device, "new offense"))
+        q.insert_offenses(conn, new, seen=now)
+        q.insert_offenders(conn, inserts)
+        q.update_offenders(conn, updates)
+        q.insert_events(conn, events)
+        report.new_offenses = len(new)
+        report.new_offenders = len(inserts)
+        report.updated_offenders = len(updates)
+
+    def _merge(self, old: Offender | None, offenses: list[Offense]) -> Offender:
+        first = min(o.created for o in offenses)
+        last = max(o.created for o in offenses)
+        sources = {o.source for o in offenses}
+        devices = {o.device for o in offenses}
+        vdoms = {f"{o.device}/{o.vdom}" for o in offenses}
+        count = len(offenses)
+        note = None
+        if old is not None:
+            first, last = min(first, old.first_offense), max(last, old.last_offense)
+            sources |= set(old.sources)
+            devices |= set(old.devices)
+            vdoms |= set(old.vdoms)
+            count += old.offense_count
+            note = old.note
+        return Offender(
+            ip=offenses[0].ip,
+            first_offense=first,
+            last_offense=last,
+            offense_count=count,
+            sources=tuple(sorted(sources)),
+            devices=tuple(sorted(devices)),
+            vdoms=tuple(sorted(vdoms)),
+            active_until=self.retention.active_until(last, count),
+            status="listed",
+            note=note,
+        )
+
+
+def _next_status(old: DeviceStatus | None, result: PollResult, now: int) -> DeviceStatus | None:
+    """The device's status after this poll; ``None`` when it was not polled (backed off)."""
+    if isinstance(result.error, DeviceBackedOff):
+        return None
+    base = old or DeviceStatus(result.device, result.vdom)
+    duration_ms = round(result.duration * 1000)
+    if result.error is None:
+        return replace(
+            base,
+            last_attempt=now,
+            last_success=now,
+            error_kind=None,
+            error_message=None,
+            entries=base.entries if result.unchanged else result.entries,
+            rejected=base.rejected if result.unchanged else result.rejected,
+            duration_ms=duration_ms,
+            consecutive_failures=0,
+            backoff_until=None,
+            fingerprint=result.fingerprint,
+        )
+    failures = base.consecutive_failures + 1
+    backoff_until = None
+    if result.error.kind in ("auth", "rate_limited"):
+        delay = min(BACKOFF_BASE * 2 ** min(failures - 1, 16), BACKOFF_MAX)
+        if isinstance(result.error, DeviceRateLimited) and result.error.retry_after:
+            delay = max(delay, int(result.error.retry_after))
+        backoff_until = now + delay
+    return replace(
+        base,
+        last_attempt=now,
+        error_kind=result.error.kind,
+        error_message=result.error.detail,
+        duration_ms=duration_ms,
+        consecutive_failures=failures,
+        backoff_until=backoff_until,
+    )

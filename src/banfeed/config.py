@@ -1,0 +1,286 @@
+"""The TOML configuration, parsed once into pydantic models.
+
+Errors name the key path and the fix (``fortigates[1].timeout: …``). Secrets are ``SecretStr``
+and are resolved (from the environment or a file) only when a device is actually used, so
+commands that never talk to a FortiGate do not need the tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError, InputError
+from .net import IPNetwork, parse_network
+from .timeutil import parse_duration
+
+DEFAULT_CONFIG = "banfeed.toml"
+CONFIG_ENV = "BANFEED_CONFIG"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def _duration(value: object) -> int | None:
+    if not isinstance(value, str):
+        raise ValueError('write a duration as a string, like "30m", "30d" or "forever"')
+    try:
+        return parse_duration(value)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _finite_duration(value: object) -> int:
+    seconds = _duration(value)
+    if seconds is None:
+        raise ValueError("'forever' is not allowed here; give a duration like \"10s\"")
+    return seconds
+
+
+def _network(value: object) -> IPNetwork:
+    try:
+        return parse_network(value)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024}
+_SIZE_UNITS |= {"mib": 1024**2, "gib": 1024**3}
+
+
+def _size(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(digits) :]
+        if digits.isdigit() and unit in _SIZE_UNITS and int(digits) > 0:
+            return int(digits) * _SIZE_UNITS[unit]
+    raise ValueError('write a size like "64MiB", "500MB" or a number of bytes')
+
+
+Duration = Annotated[int | None, BeforeValidator(_duration)]
+FiniteDuration = Annotated[int, BeforeValidator(_finite_duration)]
+Network = Annotated[IPNetwork, BeforeValidator(_network)]
+Size = Annotated[int, BeforeValidator(_size)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class StoreConfig(_Section):
+    url: str = Field("sqlite:///banfeed.db", description="SQLAlchemy URL of the store.")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0]
+        if scheme not in ("sqlite", "postgresql", "postgresql+psycopg"):
+            raise ValueError('use "sqlite:///path/to/banfeed.db" or "postgresql://user@host/db"')
+        return value
+
+
+class FortiGateConfig(_Section):
+    name: str = Field(pattern=NAME_PATTERN, description="Unique short name of the device.")
+    url: str = Field(description="Base URL of the admin interface: https://host[:port].")
+    token: SecretStr | None = Field(None, description="The API token itself (discouraged).")
+    token_env: str | None = Field(None, description="Environment variable holding the token.")
+    token_file: Path | None = Field(None, description="File holding the token.")
+    vdoms: list[str] = Field(["root"], min_length=1, description='VDOMs to poll; ["*"] = all.')
+    verify_tls: bool = Field(True, description="Verify the device's certificate.")
+    ca_file: Path | None = Field(None, description="CA bundle for a self-signed device.")
+    timeout: FiniteDuration = Field(10, description="Time allowed for one request.")
+    max_response: Size = Field(256 * 1024**2, description="Largest answer accepted.")
+
+    @field_validator("url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError('write the admin URL like "https://192.0.2.10:8443"')
+        if parts.username or parts.password:
+            raise ValueError("put no credentials in the URL; use token_env or token_file")
+        if parts.query or parts.fragment or parts.path not in ("", "/"):
+            raise ValueError("give only scheme, host and port; banfeed adds the API path")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return value.rstrip("/")
+
+    @field_validator("vdoms")
+    @classmethod
+    def _vdom_names(cls, value: list[str]) -> list[str]:
+        for vdom in value:
+            if vdom != "*" and not _is_name(vdom):
+                raise ValueError(f"{vdom!r} is not a VDOM name (letters, digits, _ . -)")
+        if "*" in value and len(value) > 1:
+            raise ValueError('"*" already means every VDOM; list it alone')
+        if len(set(value)) != len(value):
+            raise ValueError("a VDOM is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> FortiGateConfig:
+        given = [k for k in ("token", "token_env", "token_file") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "set exactly one of token_env (recommended), token_file or token"
+                + (f"; found {', '.join(given)}" if given else "")
+            )
+        return self
+
+    def resolve_token(self, base_dir: Path) -> SecretStr:
+        """The token, from wherever the config says; a ConfigError names the fix."""
+        where = f"fortigates[{self.name}]"
+        if self.token is not None:
+            secret = self.token.get_secret_value()
+        elif self.token_env is not None:
+            secret = os.environ.get(self.token_env, "")
+            if not secret.strip():
+                raise ConfigError(
+                    f"{where}.token_env: ${self.token_env} is not set — "
+                    f"export {self.token_env}=<token of the REST API admin> or set token_file"
+                )
+        else:
+            assert self.token_file is not None
+            path = self.token_file if self.token_file.is_absolute() else base_dir / self.token_file
+            try:
+                secret = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(
+                    f"{where}.token_file: cannot read {path}: {exc.strerror} — "
+                    "create it with the token on one line, readable by banfeed only"
+                ) from None
+        secret = secret.strip()
+        if not secret or any(c.isspace() for c in secret) or not secret.isprintable():
+            raise ConfigError(f"{where}: the token is empty or has spaces or control characters")
+        return SecretStr(secret)
+
+
+class RetentionConfig(_Section):
+    base_ttl: Duration = Field(30 * 86400, description="How long a first offense stays active.")
+    factor: float = Field(2.0, ge=1.0, le=100.0, description="TTL multiplier per repeat.")
+    max_ttl: Duration = Field(365 * 86400, description="The longest TTL.")
+
+
+class AllowlistConfig(_Section):
+    networks: list[Network] = Field([], description="Networks never published.")
+
+
+class FeedConfig(_Section):
+    name: str = Field(pattern=NAME_PATTERN, description="Feed name, as in /feeds/<name>.txt.")
+    family: Literal["ipv4", "ipv6", "any"] = Field("any", description="Address family.")
+    causes: list[str] = Field([], description="Only these causes (case-insensitive).")
+    devices: list[str] = Field([], description="Only offenses from these devices.")
+    min_offenses: int = Field(1, ge=1, description="Only offenders with this many offenses.")
+
+
+class CollectConfig(_Section):
+    concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once.")
+
+
+class Config(_Section):
+    store: StoreConfig = StoreConfig()
+    fortigates: list[FortiGateConfig] = []
+    retention: RetentionConfig = RetentionConfig()
+    allowlist: AllowlistConfig = AllowlistConfig()
+    feeds: list[FeedConfig] = []
+    collect: CollectConfig = CollectConfig()
+    # Where relative paths in the file are resolved; set by load(), not a TOML key.
+    base_dir: Path = Field(Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_and_defaults(self) -> Config:
+        for section, items in (("fortigates", self.fortigates), ("feeds", self.feeds)):
+            names = [item.name for item in items]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{section}: names must be unique; repeated: {', '.join(dupes)}")
+        if not self.feeds:
+            object.__setattr__(self, "feeds", [FeedConfig(name="quarantine")])
+        return self
+
+    def store_url(self) -> str:
+        """The store URL with a relative SQLite path made relative to the config file."""
+        url = self.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            path = url[len(prefix) :]
+            if path and path != ":memory:" and not Path(path).is_absolute():
+                return prefix + str((self.base_dir / path).resolve())
+        return url
+
+    def feed(self, name: str) -> FeedConfig:
+        for feed in self.feeds:
+            if feed.name == name:
+                return feed
+        known = ", ".join(f.name for f in self.feeds)
+        raise ConfigError(f"no feed named {name!r}; configured feeds: {known}")
+
+
+def _is_name(value: str) -> bool:
+    return bool(value) and len(value) <= 64 and all(c.isalnum() or c in "_.-" for c in value)
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """``--config``, else ``$BANFEED_CONFIG``, else ``./banfeed.toml``."""
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load(path: Path) -> Config:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such config file — run `banfeed init` to write one, "
+            f"or pass --config PATH (or set ${CONFIG_ENV})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, base_dir=path.resolve().parent, origin=str(path))
+
+
+def parse(data: dict[str, Any], *, base_dir: Path, origin: str = "config") -> Config:
+    if "base_dir" in data:
+        raise ConfigError(f"{origin}: base_dir: unknown key")
+    try:
+        return Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise ConfigError(f"{origin}: invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _describe(err: Any) -> str:
+    loc = err["loc"]
+    # pydantic adds the name of a validator's union member or "function-…" to loc: drop those.
+    parts = [p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function")))]
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key — check its spelling against docs/configuration.md"
+    elif err["type"] == "missing":
+        message = "required key is missing"
+    return f"{path or '(top level)'}: {message}"

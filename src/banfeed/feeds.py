@@ -1,0 +1,155 @@
+"""Feeds: which offenders a feed publishes, and its renderings.
+
+A feed is computed from the store at ``now``: listed and active offenders, minus never-block and
+allowlisted addresses (applied again here, so an allowlist change takes effect on every feed at
+once), minus what the feed's filters exclude, in numeric order, IPv4 first.
+
+``RENDERERS`` maps a format to ``(render, media type)``: a new format is one entry.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection
+
+from .errors import ExportError
+from .models import Offender
+from .policy import Allowlist, state, suppression_reason
+from .store import queries as q
+from .timeutil import iso
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSpec:
+    """What a feed selects; built from ``[[feeds]]``."""
+
+    name: str
+    family: str = "any"  # ipv4 | ipv6 | any
+    causes: frozenset[str] = frozenset()  # lower-cased
+    devices: frozenset[str] = frozenset()
+    min_offenses: int = 1
+
+    def excludes(self, offender: Offender) -> str | None:
+        """Which filter of this feed leaves ``offender`` out, or ``None``."""
+        if self.family != "any" and self.family != f"ipv{offender.ip.version}":
+            return f"family is {self.family}"
+        if self.causes and not self.causes.intersection(s.lower() for s in offender.sources):
+            return f"causes {sorted(self.causes)} not among {list(offender.sources)}"
+        if self.devices and not self.devices.intersection(offender.devices):
+            return f"devices {sorted(self.devices)} not among {list(offender.devices)}"
+        if offender.offense_count < self.min_offenses:
+            return f"fewer than {self.min_offenses} offenses"
+        return None
+
+
+def feed_offenders(
+    conn: Connection, spec: FeedSpec, allowlist: Allowlist, now: int
+) -> list[Offender]:
+    family = {"ipv4": 4, "ipv6": 6}.get(spec.family)
+    return [
+        o
+        for o in q.iter_offenders(conn, active_at=now, family=family)
+        if suppression_reason(o.ip, allowlist) is None and spec.excludes(o) is None
+    ]
+
+
+def offender_record(offender: Offender, now: int, allowlist: Allowlist) -> dict[str, Any]:
+    """The stable JSON shape of an offender (documented in docs/cli.md)."""
+    return {
+        "ip": str(offender.ip),
+        "family": f"ipv{offender.ip.version}",
+        "first_offense": iso(offender.first_offense),
+        "last_offense": iso(offender.last_offense),
+        "offense_count": offender.offense_count,
+        "sources": list(offender.sources),
+        "devices": list(offender.devices),
+        "vdoms": list(offender.vdoms),
+        "active_until": iso(offender.active_until),
+        "state": state(offender, now, allowlist),
+        "suppressed_by": suppression_reason(offender.ip, allowlist),
+        "note": offender.note,
+    }
+
+
+def render_text(offenders: Iterable[Offender], _now: int, _allowlist: Allowlist) -> bytes:
+    """One address a line, LF, no comments: what a FortiGate external threat feed reads."""
+    return "".join(f"{o.ip}\n" for o in offenders).encode("ascii")
+
+
+CSV_COLUMNS = (
+    "ip",
+    "family",
+    "first_offense",
+    "last_offense",
+    "offense_count",
+    "sources",
+    "devices",
+    "active_until",
+)
+
+
+def render_csv(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for offender in offenders:
+        record = offender_record(offender, now, allowlist)
+        record["sources"] = " ".join(record["sources"])
+        record["devices"] = " ".join(record["devices"])
+        writer.writerow(["" if record[c] is None else record[c] for c in CSV_COLUMNS])
+    return out.getvalue().encode("utf-8")
+
+
+def render_json(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> bytes:
+    records = [offender_record(o, now, allowlist) for o in offenders]
+    return (json.dumps(records, indent=1) + "\n").encode("utf-8")
+
+
+Renderer = Callable[[Iterable[Offender], int, Allowlist], bytes]
+RENDERERS: dict[str, tuple[Renderer, str]] = {
+    "txt": (render_text, "text/plain; charset=us-ascii"),
+    "csv": (render_csv, "text/csv; charset=utf-8"),
+    "json": (render_json, "application/json"),
+}
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a reader sees the old file or the new, never half.
+
+    Temp file in the same folder, fsync, rename over the target, fsync the folder.
+    """
+    folder = path.parent
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644  # a web server must be able to read a feed file
+    except OSError as exc:
+        raise ExportError(f"{path}: {exc.strerror}") from None
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise ExportError(f"cannot write in {folder}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise ExportError(f"{path}: {exc.strerror}") from None

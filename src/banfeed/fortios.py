@@ -1,0 +1,304 @@
+"""Async FortiOS REST client: the banned (quarantine) list of one device, typed and validated.
+
+Every byte from the device is checked here, once: the answer must be JSON of the documented
+shape, and each entry becomes an :class:`Offense` or a :class:`Rejected` with its reason.
+Failures raise a :class:`DeviceError` subclass naming the device and what to do. The token goes
+in the ``Authorization`` header only — never in a URL (FortiOS's ``access_token`` parameter is
+logged by proxies and disabled by default since 7.4.5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from . import __version__
+from .errors import (
+    DeviceAuthError,
+    DeviceBadResponse,
+    DeviceConfigError,
+    DeviceError,
+    DeviceHTTPError,
+    DeviceNotFoundError,
+    DevicePermissionError,
+    DeviceRateLimited,
+    DeviceServerError,
+    DeviceTimeout,
+    DeviceTLSError,
+    DeviceUnavailableError,
+    DeviceUnreachable,
+    InputError,
+)
+from .models import Offense, Rejected, VdomList
+from .net import IPAddress, parse_address
+
+BANNED_PATH = "/api/v2/monitor/user/banned"
+MAX_SOURCE_TEXT = 64
+MAX_EPOCH = 2**40  # year 36812: anything beyond is garbage, not a time
+
+_STATUS_ERRORS: dict[int, tuple[type[DeviceHTTPError], str]] = {
+    401: (
+        DeviceAuthError,
+        "token refused (401) — check the token, and that this host is in the REST API "
+        "admin's trusted hosts; polling is backed off",
+    ),
+    403: (DevicePermissionError, "forbidden (403) — give the API admin's profile read access"),
+    404: (DeviceNotFoundError, "not found (404) — check the URL, port and VDOM name"),
+    424: (DeviceUnavailableError, "feature unavailable (424) on this device or VDOM"),
+    429: (
+        DeviceRateLimited,
+        "too many requests (429): this source is locked out after failed logins; "
+        "polling is backed off",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTarget:
+    """Everything needed to poll one FortiGate; built from config by the composition root."""
+
+    name: str
+    url: str
+    token: SecretStr | None
+    vdoms: tuple[str, ...] = ("root",)
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    timeout: float = 10.0
+    max_response: int = 256 * 1024**2
+    token_problem: str | None = None  # why the token could not be read, if it could not
+
+    def __repr__(self) -> str:  # never show the token
+        return f"DeviceTarget(name={self.name!r}, url={self.url!r}, vdoms={self.vdoms!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class BannedAnswer:
+    lists: list[VdomList]
+    fingerprint: str
+    unchanged: bool  # byte-identical to ``known_fingerprint``: not parsed again
+
+
+class FortiOSClient:
+    """One device's client; use as ``async with FortiOSClient(target) as client``."""
+
+    def __init__(self, target: DeviceTarget) -> None:
+        self.target = target
+        self._client: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> FortiOSClient:
+        verify: ssl.SSLContext | bool = self.target.verify_tls
+        if self.target.verify_tls and self.target.ca_file is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(self.target.ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise DeviceConfigError(
+                    self.target.name, f"ca_file {self.target.ca_file}: cannot load: {exc}"
+                ) from None
+        elif self.target.verify_tls:
+            verify = ssl.create_default_context()
+        self._client = httpx.AsyncClient(
+            base_url=self.target.url,
+            verify=verify,
+            timeout=self.target.timeout,
+            follow_redirects=False,
+            trust_env=False,  # no proxy from the environment: devices are reached directly
+            headers={"User-Agent": f"banfeed/{__version__}", "Accept": "application/json"},
+        )
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def banned(self, vdom: str, *, known_fingerprint: str | None = None) -> BannedAnswer:
+        """The quarantine list of ``vdom`` (``"*"`` for every VDOM)."""
+        body = await self._get(BANNED_PATH, {"vdom": vdom})
+        fingerprint = hashlib.sha256(body).hexdigest()
+        if fingerprint == known_fingerprint:
+            return BannedAnswer([], fingerprint, unchanged=True)
+        return BannedAnswer(
+            parse_banned(self.target.name, vdom, body), fingerprint, unchanged=False
+        )
+
+    async def _get(self, path: str, params: dict[str, str]) -> bytes:
+        name = self.target.name
+        if self.target.token is None:
+            raise DeviceConfigError(name, self.target.token_problem or "no token configured")
+        assert self._client is not None, "use FortiOSClient as an async context manager"
+        headers = {"Authorization": f"Bearer {self.target.token.get_secret_value()}"}
+        try:
+            async with self._client.stream("GET", path, params=params, headers=headers) as resp:
+                if resp.status_code != 200:
+                    await resp.aread() if _small(resp) else None
+                    raise _status_error(name, resp)
+                return await self._read_limited(resp)
+        except httpx.TimeoutException:
+            raise DeviceTimeout(
+                name, f"no answer within {self.target.timeout:g}s — is the device overloaded?"
+            ) from None
+        except httpx.TransportError as exc:
+            raise _transport_error(name, self.target.url, exc) from None
+
+    async def _read_limited(self, resp: httpx.Response) -> bytes:
+        limit = self.target.max_response
+        declared = resp.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise DeviceBadResponse(self.target.name, _too_large(int(declared), limit))
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise DeviceBadResponse(self.target.name, _too_large(size, limit))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _small(resp: httpx.Response) -> bool:
+    declared = resp.headers.get("content-length", "")
+    return declared.isdigit() and int(declared) < 65536
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"answer larger than max_response ({size:,} > {limit:,} bytes) — raise max_response"
+
+
+def _status_error(name: str, resp: httpx.Response) -> DeviceHTTPError:
+    status = resp.status_code
+    retry_after: float | None = None
+    value = resp.headers.get("retry-after", "")
+    if value.isdigit():
+        retry_after = float(value)
+    if status in _STATUS_ERRORS:
+        cls, message = _STATUS_ERRORS[status]
+        return cls(name, message, status, retry_after)
+    if 500 <= status < 600:
+        return DeviceServerError(name, f"device error ({status}) — retried next cycle", status)
+    if 300 <= status < 400:
+        target = resp.headers.get("location", "?")
+        return DeviceHTTPError(
+            name,
+            f"redirected ({status}) to {target[:100]} — use the admin URL it points to",
+            status,
+        )
+    return DeviceHTTPError(name, f"unexpected HTTP status {status}", status)
+
+
+def _transport_error(name: str, url: str, exc: httpx.TransportError) -> DeviceError:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return DeviceTLSError(
+                name,
+                f"certificate not trusted ({cause.verify_message}) — set ca_file to the "
+                "device's CA, or verify_tls = false for a lab",
+            )
+        if isinstance(cause, ssl.SSLError):
+            return DeviceTLSError(name, f"TLS handshake failed ({cause.reason}) — is {url} HTTPS?")
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError):
+        return DeviceUnreachable(name, f"cannot connect to {url}: {text}")
+    return DeviceUnreachable(name, f"connection to {url} failed: {text}")
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def parse_banned(device: str, vdom: str, body: bytes) -> list[VdomList]:
+    """Validate a ``user/banned`` answer: one response object, or an array of them per VDOM."""
+    if body.lstrip()[:1] == b"<":
+        raise DeviceBadResponse(
+            device, "answered an HTML page instead of JSON — check the URL and port"
+        )
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise DeviceBadResponse(device, f"answer is not valid JSON ({exc})") from None
+    objects = document if isinstance(document, list) else [document]
+    return [_parse_object(device, vdom, obj) for obj in objects]
+
+
+def _parse_object(device: str, requested: str, obj: Any) -> VdomList:
+    if not isinstance(obj, dict):
+        raise DeviceBadResponse(device, f"wrong JSON shape: expected an object, got {_kind(obj)}")
+    if obj.get("status") == "error":
+        status = obj.get("http_status")
+        raise DeviceHTTPError(device, f"the device reported an error: {_short(obj)}", _int(status))
+    results = obj.get("results")
+    if not isinstance(results, list):
+        raise DeviceBadResponse(
+            device, f"wrong JSON shape: 'results' should be a list, got {_kind(results)}"
+        )
+    vdom = obj.get("vdom", requested)
+    if not isinstance(vdom, str) or not vdom or len(vdom) > 64 or not vdom.isprintable():
+        raise DeviceBadResponse(device, f"wrong JSON shape: bad 'vdom' {str(vdom)[:40]!r}")
+    offenses: list[Offense] = []
+    rejected: list[Rejected] = []
+    for index, entry in enumerate(results):
+        try:
+            offenses.append(_parse_entry(device, vdom, entry))
+        except InputError as exc:
+            rejected.append(Rejected(device, vdom, index, str(exc)))
+    return VdomList(vdom, offenses, rejected)
+
+
+def _parse_entry(device: str, vdom: str, entry: Any) -> Offense:
+    if not isinstance(entry, dict):
+        raise InputError(f"entry is {_kind(entry)}, not an object")
+    text = entry.get("ip_address")
+    ip = _fast_ipv4(text) or parse_address(text)
+    flag = entry.get("ipv6")
+    if flag is not None:
+        if flag not in (0, 1) or isinstance(flag, float):
+            raise InputError(f"ipv6 flag {str(flag)[:20]!r} is not 0 or 1")
+        if bool(flag) != (":" in str(text)):
+            raise InputError(f"ipv6 flag {flag!r} contradicts address {text!r}")
+    created = _epoch(entry.get("created"), "created")
+    if created is None:
+        raise InputError("created is missing")
+    expires = _epoch(entry.get("expires"), "expires")
+    source = entry.get("source", "unknown")
+    if not isinstance(source, str) or not source.isprintable() or len(source) > MAX_SOURCE_TEXT:
+        raise InputError(f"source {str(source)[:40]!r} is not a short printable text")
+    return Offense(device, vdom, ip, created, expires, source.strip() or "unknown")
+
+
+def _fast_ipv4(text: Any) -> IPAddress | None:
+    # Most entries are plain IPv4: parse those directly, strictly (IPv4Address rejects leading
+    # zeros, spaces and out-of-range octets); everything else takes the general path.
+    if isinstance(text, str) and 7 <= len(text) <= 15 and text[0].isdigit() and ":" not in text:
+        try:
+            return IPv4Address(text)
+        except ValueError:
+            return None
+    return None
+
+
+def _epoch(value: Any, key: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_EPOCH:
+        raise InputError(f"{key} {str(value)[:40]!r} is not an epoch time in seconds")
+    return value
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _short(obj: dict[str, Any]) -> str:
+    keys = ("http_status", "error", "cli_error")
+    return ", ".join(f"{k}={str(obj[k])[:80]}" for k in keys if k in obj) or "no detail"

@@ -1,0 +1,31 @@
+"""Prometheus metric definitions (one registry per process, exposed by the server)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CYCLE_SECONDS = Histogram(
+    "banfeed_cycle_duration_seconds",
+    "Duration of one collection cycle (poll every device, write the store).",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+DEVICE_POLL_SECONDS = Histogram(
+    "banfeed_device_poll_duration_seconds",
+    "Duration of one poll of one device and VDOM selector.",
+    ["device"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DEVICE_ERRORS = Counter(
+    "banfeed_device_errors_total", "Failed polls, by device and kind.", ["device", "kind"]
+)
+ENTRIES_REJECTED = Counter(
+    "banfeed_entries_rejected_total", "Invalid entries sent by devices, dropped.", ["device"]
+)
+OFFENSES_NEW = Counter("banfeed_offenses_new_total", "New offenses stored.")
+SUPPRESSED = Counter(
+    "banfeed_suppressed_total", "New offenses by never-block or allowlisted addresses."
+)
+OFFENDERS_ACTIVE = Gauge("banfeed_offenders_active", "Offenders active after the last cycle.")
+LAST_SUCCESS = Gauge(
+    "banfeed_last_cycle_success_timestamp_seconds", "When the last cycle finished writing."
+)

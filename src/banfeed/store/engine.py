@@ -1,0 +1,165 @@
+"""Engines and transactions: the only module that knows SQLite from PostgreSQL.
+
+SQLite runs in WAL mode (readers never block the writer) with ``BEGIN IMMEDIATE`` for write
+transactions, so two writers (``banfeed run`` and a cron ``collect``) queue on the busy timeout
+instead of failing half-way. Every SQLAlchemy error leaving this module is a ``StoreError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from ..errors import SchemaError, StoreError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class Store:
+    """A database holding banfeed's state, reached through short transactions."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise StoreError(f"store URL {url!r} is not valid: {exc}") from None
+        self.dialect = parsed.get_backend_name()
+        self.display_url = parsed.render_as_string(hide_password=True)
+        if self.dialect == "sqlite":
+            self.engine = self._sqlite_engine(parsed.database or "")
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(
+                parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True
+            )
+        else:
+            raise StoreError(f"store URL {self.display_url}: unsupported database {self.dialect}")
+
+    @staticmethod
+    def _sqlite_engine(database: str) -> Engine:
+        if database and database != ":memory:":
+            folder = Path(database).parent
+            if not folder.is_dir():
+                raise StoreError(
+                    f"store {database}: folder {folder} does not exist — "
+                    "create it or fix [store] url"
+                )
+        engine = create_engine(f"sqlite:///{database}")
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+            # Take transaction control from the driver so BEGIN IMMEDIATE can be issued.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            write = connection.info.get("banfeed_write", False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection in a read transaction (a consistent snapshot on both databases)."""
+        try:
+            with self.engine.connect() as connection, connection.begin():
+                yield connection
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store {self.display_url}: {_first_line(exc)}") from exc
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction: everything inside commits together or not at all."""
+        try:
+            with self.engine.connect() as connection:
+                connection.info["banfeed_write"] = True
+                try:
+                    with connection.begin():
+                        yield connection
+                finally:
+                    connection.info["banfeed_write"] = False
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store {self.display_url}: {_first_line(exc)}") from exc
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def _alembic(self, connection: Connection) -> AlembicConfig:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(resources.files("banfeed.store") / "migrations"))
+        cfg.attributes["connection"] = connection
+        return cfg
+
+    def head_revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            return ScriptDirectory.from_config(self._alembic(connection)).get_current_head()
+
+    def current_revision(self) -> str | None:
+        try:
+            with self.engine.connect() as connection:
+                return MigrationContext.configure(connection).get_current_revision()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store {self.display_url}: {_first_line(exc)}") from exc
+
+    def upgrade(self) -> tuple[str | None, str | None]:
+        """Apply every pending migration; returns (revision before, revision after)."""
+        before = self.current_revision()
+        try:
+            with self.engine.begin() as connection:
+                command.upgrade(self._alembic(connection), "head")
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"store {self.display_url}: upgrade failed: {_first_line(exc)}"
+            ) from exc
+        return before, self.current_revision()
+
+    def require_schema(self) -> None:
+        current, head = self.current_revision(), self.head_revision()
+        if current is None:
+            raise SchemaError(
+                f"store {self.display_url} has no banfeed schema — run `banfeed init` "
+                "or `banfeed db upgrade`"
+            )
+        if current != head:
+            raise SchemaError(
+                f"store {self.display_url} is at schema {current}, this banfeed needs {head} — "
+                "run `banfeed db upgrade`"
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str, *, create: bool = False) -> Store:
+    """Open a store; with ``create`` bring its schema up to date, else insist it is."""
+    store = Store(url)
+    try:
+        if create:
+            store.upgrade()
+        else:
+            store.require_schema()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

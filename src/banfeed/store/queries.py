@@ -1,0 +1,216 @@
+"""Reads and writes of the store, in portable SQLAlchemy Core (no dialect-specific SQL here).
+
+Functions take a ``Connection`` inside a transaction opened by :class:`~banfeed.store.Store`;
+the caller decides what belongs in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select, update
+
+from ..models import DeviceStatus, Event, Offender, Offense
+from ..net import address_from_sort_key, parse_address, sort_key
+from .schema import device_status, events, meta, offenders, offenses
+
+CHUNK = 500  # bound parameters per IN (...) list: well inside SQLite's and PostgreSQL's limits
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# -- meta ------------------------------------------------------------------------------------
+
+
+def store_version(conn: Connection) -> int:
+    """A counter bumped by every change that can change a feed (the ETag source)."""
+    value = conn.execute(select(meta.c.value).where(meta.c.key == "version")).scalar_one()
+    return int(value)
+
+
+def bump_version(conn: Connection) -> int:
+    version = store_version(conn) + 1
+    conn.execute(update(meta).where(meta.c.key == "version").values(value=str(version)))
+    return version
+
+
+# -- offenders -------------------------------------------------------------------------------
+
+
+def offender_values(offender: Offender, updated: int) -> dict[str, Any]:
+    return {
+        "ip": str(offender.ip),
+        "sort_key": sort_key(offender.ip),
+        "family": offender.ip.version,
+        "first_offense": offender.first_offense,
+        "last_offense": offender.last_offense,
+        "offense_count": offender.offense_count,
+        "sources": json.dumps(offender.sources),
+        "devices": json.dumps(offender.devices),
+        "vdoms": json.dumps(offender.vdoms),
+        "active_until": offender.active_until,
+        "status": offender.status,
+        "note": offender.note,
+        "updated": updated,
+    }
+
+
+def _offender(row: Row[Any]) -> Offender:
+    return Offender(
+        ip=address_from_sort_key(row.sort_key),
+        first_offense=row.first_offense,
+        last_offense=row.last_offense,
+        offense_count=row.offense_count,
+        sources=tuple(json.loads(row.sources)),
+        devices=tuple(json.loads(row.devices)),
+        vdoms=tuple(json.loads(row.vdoms)),
+        active_until=row.active_until,
+        status=row.status,
+        note=row.note,
+    )
+
+
+def load_offenders(conn: Connection, ips: Iterable[str]) -> dict[str, Offender]:
+    found: dict[str, Offender] = {}
+    for chunk in _chunks(sorted(set(ips))):
+        for row in conn.execute(select(offenders).where(offenders.c.ip.in_(chunk))):
+            found[row.ip] = _offender(row)
+    return found
+
+
+def get_offender(conn: Connection, ip: str) -> Offender | None:
+    row = conn.execute(select(offenders).where(offenders.c.ip == ip)).first()
+    return None if row is None else _offender(row)
+
+
+def insert_offenders(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(offenders.insert(), rows)
+
+
+def update_offenders(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c not in ("ip", "sort_key", "family")]
+    statement = (
+        update(offenders)
+        .where(offenders.c.ip == bindparam("_ip"))
+        .values({c: bindparam(c) for c in columns})
+    )
+    conn.execute(statement, [{**{c: r[c] for c in columns}, "_ip": r["ip"]} for r in rows])
+
+
+def iter_offenders(
+    conn: Connection, *, active_at: int | None = None, family: int | None = None
+) -> Iterator[Offender]:
+    """Offenders in numeric address order; with ``active_at``, only those listed and active."""
+    query = select(offenders).order_by(offenders.c.sort_key)
+    if active_at is not None:
+        query = query.where(
+            offenders.c.status == "listed",
+            or_(offenders.c.active_until.is_(None), offenders.c.active_until > active_at),
+        )
+    if family is not None:
+        query = query.where(offenders.c.family == family)
+    for row in conn.execution_options(yield_per=5000).execute(query):
+        yield _offender(row)
+
+
+def count_offenders(conn: Connection, *, active_at: int | None = None) -> int:
+    query = select(func.count()).select_from(offenders)
+    if active_at is not None:
+        query = query.where(
+            offenders.c.status == "listed",
+            or_(offenders.c.active_until.is_(None), offenders.c.active_until > active_at),
+        )
+    return int(conn.execute(query).scalar_one())
+
+
+# -- offenses --------------------------------------------------------------------------------
+
+
+def known_offenses(
+    conn: Connection, device: str, vdoms: Iterable[str], min_created: int
+) -> set[tuple[str, str, int]]:
+    """``(vdom, ip, created)`` of the device's offenses since ``min_created``.
+
+    Bounded by what the device lists now (its oldest listed entry), not by the whole history;
+    the unique index ``(device, vdom, created, ip)`` answers it.
+    """
+    query = select(offenses.c.vdom, offenses.c.ip, offenses.c.created).where(
+        offenses.c.device == device,
+        offenses.c.vdom.in_(sorted(set(vdoms))),
+        offenses.c.created >= min_created,
+    )
+    return {(r.vdom, r.ip, r.created) for r in conn.execute(query)}
+
+
+def insert_offenses(conn: Connection, items: Sequence[Offense], seen: int) -> None:
+    if items:
+        conn.execute(
+            offenses.insert(),
+            [
+                {
+                    "device": o.device,
+                    "vdom": o.vdom,
+                    "ip": str(o.ip),
+                    "created": o.created,
+                    "expires": o.expires,
+                    "source": o.source,
+                    "seen": seen,
+                }
+                for o in items
+            ],
+        )
+
+
+def offenses_of(conn: Connection, ip: str) -> list[Offense]:
+    query = select(offenses).where(offenses.c.ip == ip).order_by(offenses.c.created, offenses.c.id)
+    return [
+        Offense(r.device, r.vdom, parse_address(r.ip), r.created, r.expires, r.source)
+        for r in conn.execute(query)
+    ]
+
+
+def count_offenses(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(offenses)).scalar_one())
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+def insert_events(conn: Connection, items: Sequence[Event]) -> None:
+    if items:
+        conn.execute(
+            events.insert(),
+            [
+                {"time": e.time, "kind": e.kind, "ip": e.ip, "actor": e.actor, "detail": e.detail}
+                for e in items
+            ],
+        )
+
+
+def events_of(conn: Connection, ip: str) -> list[Event]:
+    query = select(events).where(events.c.ip == ip).order_by(events.c.time, events.c.id)
+    return [Event(r.time, r.kind, r.ip, r.actor, r.detail) for r in conn.execute(query)]
+
+
+# -- device status ---------------------------------------------------------------------------
+
+
+def device_statuses(conn: Connection) -> dict[tuple[str, str], DeviceStatus]:
+    rows = conn.execute(select(device_status).order_by(device_status.c.device))
+    return {(r.device, r.vdom): DeviceStatus(**r._asdict()) for r in rows}
+
+
+def save_device_status(conn: Connection, status: DeviceStatus) -> None:
+    """Update the row, or insert it the first time (portable upsert: one writer at a time)."""
+    values = {k: getattr(status, k) for k in DeviceStatus.__dataclass_fields__}
+    key = and_(device_status.c.device == status.device, device_status.c.vdom == status.vdom)
+    if conn.execute(update(device_status).where(key).values(values)).rowcount == 0:
+        conn.execute(device_status.insert().values(values))

@@ -1,0 +1,113 @@
+"""Tables (SQLAlchemy Core). Times are BigInteger epoch seconds (UTC).
+
+Addresses carry ``sort_key`` (family byte + packed address): ordering by it is numeric order,
+IPv4 before IPv6, in every database. Lists (sources, devices, VDOMs) are JSON text: they are
+read whole with their row and filtered in Python, so they need no table of their own.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+offenders = Table(
+    "offenders",
+    metadata,
+    Column("ip", String(45), primary_key=True),
+    Column("sort_key", LargeBinary(17), nullable=False, unique=True),
+    Column("family", SmallInteger, nullable=False),
+    Column("first_offense", BigInteger, nullable=False),
+    Column("last_offense", BigInteger, nullable=False),
+    Column("offense_count", Integer, nullable=False),
+    Column("sources", Text, nullable=False),
+    Column("devices", Text, nullable=False),
+    Column("vdoms", Text, nullable=False),
+    Column("active_until", BigInteger, nullable=True),  # NULL: forever
+    Column("status", String(16), nullable=False),  # listed | unbanned
+    Column("note", Text, nullable=True),
+    Column("updated", BigInteger, nullable=False),
+    Index(None, "active_until"),
+)
+
+offenses = Table(
+    "offenses",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device", String(64), nullable=False),
+    Column("vdom", String(64), nullable=False),
+    Column("ip", String(45), nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("expires", BigInteger, nullable=True),  # NULL: the device set no expiry
+    Column("source", String(64), nullable=False),
+    Column("seen", BigInteger, nullable=False),  # when banfeed first saw it
+    UniqueConstraint("device", "vdom", "created", "ip"),
+    Index(None, "ip"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("ip", String(45), nullable=True),
+    Column("actor", String(128), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index(None, "ip"),
+    Index(None, "time"),
+)
+
+allow_entries = Table(
+    "allow_entries",
+    metadata,
+    Column("network", String(49), primary_key=True),
+    Column("sort_key", LargeBinary(17), nullable=False),
+    Column("prefixlen", SmallInteger, nullable=False),
+    Column("note", Text, nullable=True),
+    Column("actor", String(128), nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("expires", BigInteger, nullable=True),
+)
+
+device_status = Table(
+    "device_status",
+    metadata,
+    Column("device", String(64), primary_key=True),
+    Column("vdom", String(64), primary_key=True),
+    Column("last_attempt", BigInteger, nullable=True),
+    Column("last_success", BigInteger, nullable=True),
+    Column("error_kind", String(32), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("entries", Integer, nullable=False, default=0),
+    Column("rejected", Integer, nullable=False, default=0),
+    Column("duration_ms", Integer, nullable=False, default=0),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("backoff_until", BigInteger, nullable=True),
+    Column("fingerprint", String(64), nullable=True),
+)
