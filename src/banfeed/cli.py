@@ -21,6 +21,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__, service
 from .config import Config, config_path, load
@@ -38,12 +39,25 @@ R = TypeVar("R")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 FORMATS = ("table", "json", "csv")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup=False: addresses, names and messages print literally ("[allowlist]" is not a style).
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+
+def ok(text: str = "ok") -> Text:
+    return Text(text, style="green")
+
+
+def bad(kind: str, detail: str) -> Text:
+    return Text.assemble((kind, "red"), f": {detail}")
+
+
+def warn(message: str) -> None:
+    out.print(Text.assemble(("warning: ", "yellow"), message))
 
 
 def fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
+    err.print(Text.assemble(("error: ", "bold red"), message))
     raise SystemExit(code)
 
 
@@ -148,7 +162,7 @@ def check(ctx: Context) -> None:
         f"config {ctx.path}: valid ({len(config.fortigates)} FortiGates, {len(config.feeds)} feeds)"
     )
     for warning in service.warnings(config):
-        out.print(f"[yellow]warning:[/] {warning}")
+        warn(warning)
     rt = ctx.runtime()
     out.print(f"store {rt.store.display_url}: schema {rt.store.current_revision()} ok")
     with rt.store.read() as conn:
@@ -159,7 +173,7 @@ def check(ctx: Context) -> None:
     table = Table("device", "vdom", "result", "entries", "rejected", "ms", "last success")
     for r in results:
         last = statuses.get((r.device, r.vdom))
-        outcome = "[green]ok[/]" if r.error is None else f"[red]{r.error.kind}[/]: {r.error.detail}"
+        outcome = ok() if r.error is None else bad(r.error.kind, r.error.detail)
         counts = Counter(v.vdom for v in r.lists for _ in v.offenses)
         entries = ", ".join(f"{v}={n}" for v, n in sorted(counts.items())) or "0"
         table.add_row(
@@ -174,7 +188,7 @@ def check(ctx: Context) -> None:
     if results:
         out.print(table)
     else:
-        out.print("[yellow]warning:[/] no [[fortigates]] configured — nothing to collect")
+        warn("no [[fortigates]] configured — nothing to collect")
     if any(r.error for r in results):
         raise SystemExit(EXIT_FAILED)
 
@@ -197,9 +211,9 @@ def collect(ctx: Context, quiet: bool) -> None:
         table = Table("device", "vdom", "result", "entries", "rejected", "ms")
         for r in report.results:
             if r.error is not None:
-                result = f"[red]{r.error.kind}[/]: {r.error.detail}"
+                result = bad(r.error.kind, r.error.detail)
             else:
-                result = "[green]ok[/] (unchanged)" if r.unchanged else "[green]ok[/]"
+                result = ok("ok (unchanged)" if r.unchanged else "ok")
             entries = "-" if r.unchanged or r.error else str(r.entries)
             table.add_row(
                 r.device, r.vdom, result, entries, str(r.rejected), f"{r.duration * 1000:.0f}"
@@ -320,7 +334,7 @@ def show(ctx: Context, address: str, fmt: str) -> None:
         click.echo(json.dumps(record, indent=1))
         return
     out.print(
-        f"[bold]{ip}[/]  state: {record['state']}  offenses: {offender.offense_count}  "
+        f"{ip}  state: {record['state']}  offenses: {offender.offense_count}  "
         f"active until: {record['active_until'] or 'forever'}"
     )
     if record["suppressed_by"]:

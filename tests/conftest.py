@@ -1,0 +1,119 @@
+"""Shared fixtures: real simulated FortiGates on 127.0.0.1, real SQLite files, the real
+PostgreSQL on this machine (a fresh schema per test), and the CLI through click's runner."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+
+from banfeed import simulator
+from banfeed.cli import main
+
+PG_URL = os.environ.get("BANFEED_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[sa.Engine]:
+    """The real PostgreSQL. Unreachable is a failure, never a skip: CI starts it."""
+    engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_URL} is not reachable ({exc.orig}); start it first")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped after the test."""
+    schema = f"t_{os.getpid()}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
+    with pg_admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with pg_admin.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store test runs on a real SQLite file and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'banfeed.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+class Clock:
+    """A settable clock shared by the simulated devices and banfeed in a test."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+T0 = 1_800_000_000  # 2027-01-15: tests run at a fixed time, whatever the machine's date
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0)
+
+
+@pytest.fixture
+def fleet(clock: Clock) -> simulator.SimFleet:
+    return simulator.SimFleet(seed=7, clock=clock)
+
+
+@pytest.fixture
+def run_sim(fleet: simulator.SimFleet) -> Iterator[Any]:
+    """Call ``run_sim()`` after adding devices: starts them, returns {name: url}."""
+    running: list[simulator.RunningSimulator] = []
+
+    def start() -> dict[str, str]:
+        sim = simulator.start(fleet)
+        running.append(sim)
+        return sim.urls
+
+    yield start
+    for sim in running:
+        sim.stop()
+
+
+def fortigate_toml(
+    name: str, url: str, token_env: str, vdoms: str = '["root"]', **extra: Any
+) -> str:
+    lines = [
+        "[[fortigates]]",
+        f'name = "{name}"',
+        f'url = "{url}"',
+        f'token_env = "{token_env}"',
+        f"vdoms = {vdoms}",
+        'timeout = "2s"',
+    ]
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+def write_config(path: Path, store_url: str, body: str = "", allow: str = "[]") -> Path:
+    path.write_text(
+        f'[store]\nurl = "{store_url}"\n\n[allowlist]\nnetworks = {allow}\n\n{body}',
+        encoding="utf-8",
+    )
+    return path
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)

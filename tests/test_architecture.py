@@ -1,0 +1,87 @@
+"""Imports point one way, down the layers of STYLE.md; nothing imports ``cli``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "banfeed"
+
+# Lower number = lower layer. A module may import only from layers strictly below its own,
+# or from inside its own package (``store/``, ``server/``).
+LAYERS: dict[str, int] = {
+    "errors": 0,
+    "net": 1,
+    "timeutil": 1,
+    "models": 2,
+    "config": 2,
+    "metrics": 2,
+    "policy": 3,
+    "fortios": 3,
+    "store": 3,
+    "collector": 4,
+    "feeds": 4,
+    "server": 5,
+    "service": 6,
+    "simulator": 6,
+    "cli": 7,
+}
+
+
+def modules(package: Path) -> list[tuple[Path, str]]:
+    """(file, top-level module of banfeed it belongs to), migrations and __init__ left out."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package)
+        if "migrations" in rel.parts or rel == Path("__init__.py"):
+            continue
+        found.append((path, rel.with_suffix("").parts[0]))
+    return found
+
+
+def imported(path: Path, package: Path) -> set[str]:
+    """Top-level banfeed modules that ``path`` imports."""
+    depth = len(path.relative_to(package).parts)  # 1: banfeed/x.py, 2: banfeed/store/x.py
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0 and (node.module or "").startswith("banfeed."):
+                names.add((node.module or "").split(".")[1])
+            elif node.level == depth:  # relative import that reaches the package top
+                if node.module:
+                    names.add(node.module.split(".")[0])
+                else:
+                    names.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name.split(".")[1] for a in node.names if a.name.startswith("banfeed."))
+    return names
+
+
+def violations(package: Path) -> list[str]:
+    found = []
+    for path, own in modules(package):
+        for name in sorted(imported(path, package) - {own, "__version__"}):
+            if name in LAYERS and LAYERS[name] >= LAYERS[own]:
+                found.append(f"{path.relative_to(package)} imports {name}")
+    return found
+
+
+def test_every_module_has_a_layer() -> None:
+    for path, module in modules(PACKAGE):
+        assert module in LAYERS, f"{path} has no layer in test_architecture.LAYERS"
+
+
+def test_imports_point_down() -> None:
+    assert violations(PACKAGE) == []
+
+
+def test_simulator_shares_no_code_with_the_client() -> None:
+    assert imported(PACKAGE / "simulator.py", PACKAGE) == set()
+
+
+def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "net.py").write_text("from .cli import main\n")
+    (tmp_path / "store" / "queries.py").write_text("from ..collector import Collector\n")
+    (tmp_path / "feeds.py").write_text("from .store import queries\n")  # fine: store is lower
+    assert violations(tmp_path) == ["net.py imports cli", "store/queries.py imports collector"]
