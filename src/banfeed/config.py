@@ -67,7 +67,8 @@ def _size(value: object) -> int:
         text = value.strip().lower()
         digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
         unit = text[len(digits) :]
-        if digits.isdigit() and unit in _SIZE_UNITS and int(digits) > 0:
+        well_formed = digits.isascii() and digits.isdigit() and len(digits) <= 15
+        if well_formed and unit in _SIZE_UNITS and int(digits) > 0:
             return int(digits) * _SIZE_UNITS[unit]
     raise ValueError('write a size like "64MiB", "500MB" or a number of bytes')
 

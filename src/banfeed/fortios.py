@@ -150,7 +150,7 @@ class FortiOSClient:
     async def _read_limited(self, resp: httpx.Response) -> bytes:
         limit = self.target.max_response
         declared = resp.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and _digits(declared) and int(declared) > limit:
             raise DeviceBadResponse(self.target.name, _too_large(int(declared), limit))
         chunks: list[bytes] = []
         size = 0
@@ -164,7 +164,12 @@ class FortiOSClient:
 
 def _small(resp: httpx.Response) -> bool:
     declared = resp.headers.get("content-length", "")
-    return declared.isdigit() and int(declared) < 65536
+    return _digits(declared) and int(declared) < 65536
+
+
+def _digits(text: str) -> bool:
+    # str.isdigit() accepts "²" and other Unicode digits that int() refuses.
+    return text.isascii() and text.isdigit()
 
 
 def _too_large(size: int, limit: int) -> str:
@@ -175,7 +180,7 @@ def _status_error(name: str, resp: httpx.Response) -> DeviceHTTPError:
     status = resp.status_code
     retry_after: float | None = None
     value = resp.headers.get("retry-after", "")
-    if value.isdigit():
+    if _digits(value):
         retry_after = float(value)
     if status in _STATUS_ERRORS:
         cls, message = _STATUS_ERRORS[status]

@@ -28,12 +28,14 @@ def system_clock() -> float:
 def parse_duration(text: str, *, allow_forever: bool = True) -> int | None:
     """Parse ``"30d"`` into seconds; ``"forever"`` into ``FOREVER`` (``None``)."""
     value = text.strip().lower()
+    if len(value) > 20:
+        raise InputError(f"{text[:30]!r}…: too long to be a duration")
     if value == "forever":
         if not allow_forever:
             raise InputError(f"{text!r}: 'forever' is not allowed here; give a duration like '30d'")
         return FOREVER
     number, unit = value[:-1], value[-1:]
-    if unit not in _UNITS or not number.isdigit():
+    if unit not in _UNITS or not (number.isascii() and number.isdigit()):
         raise InputError(
             f"{text!r} is not a duration: write a whole number and a unit "
             "(s, m, h, d, w), like '30m' or '30d', or 'forever'"
