@@ -48,7 +48,7 @@ def test_offenders_come_back_in_numeric_order(store_url: str) -> None:
             q.insert_offenders(
                 conn,
                 [
-                    q.offender_values(
+                    q.offender_tuple(
                         Offender(a, 1, 1, 1, ("IPS",), ("fw",), ("fw/root",), None, "listed"), 1
                     )
                     for a in addresses

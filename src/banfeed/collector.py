@@ -195,9 +195,9 @@ class Collector:
         return report
 
     @staticmethod
-    def _new_offenses(conn: Connection, results: list[PollResult]) -> list[Offense]:
-        """Offenses listed now that the store does not hold yet (deduplicated)."""
-        new: list[Offense] = []
+    def _new_offenses(conn: Connection, results: list[PollResult]) -> list[tuple[Offense, str]]:
+        """Offenses listed now that the store does not hold yet, each with its address text."""
+        new: list[tuple[Offense, str]] = []
         taken: set[tuple[str, str, str, int]] = set()
         for result in results:
             if result.error is not None or result.unchanged:
@@ -214,21 +214,26 @@ class Collector:
                 if key in known or (offense.device, *key) in taken:
                     continue
                 taken.add((offense.device, *key))
-                new.append(offense)
+                new.append((offense, ip))
         return new
 
-    def _apply(self, conn: Connection, new: list[Offense], now: int, report: CycleReport) -> None:
+    def _apply(
+        self, conn: Connection, new: list[tuple[Offense, str]], now: int, report: CycleReport
+    ) -> None:
         by_ip: dict[str, list[Offense]] = defaultdict(list)
-        for offense in new:
-            by_ip[str(offense.ip)].append(offense)
+        for offense, ip in new:
+            by_ip[ip].append(offense)
         existing = q.load_offenders(conn, by_ip)
-        inserts: list[dict[str, Any]] = []
+        inserts: list[tuple[Any, ...]] = []
         updates: list[dict[str, Any]] = []
         events: list[Event] = []
         for ip, offenses in by_ip.items():
             old = existing.get(ip)
             offender = self._merge(old, offenses)
-            (updates if old else inserts).append(q.offender_values(offender, now))
+            if old is None:
+                inserts.append(q.offender_tuple(offender, now, ip))
+            else:
+                updates.append(q.offender_values(offender, now))
             reason = suppression_reason(offender.ip, self.allowlist)
             if reason is not None:
                 report.suppressed += len(offenses)

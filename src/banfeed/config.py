@@ -119,8 +119,8 @@ class FortiGateConfig(_Section):
             raise ValueError("give only scheme, host and port; banfeed adds the API path")
         try:
             _ = parts.port
-        except ValueError as exc:
-            raise ValueError(f"bad port: {exc}") from None
+        except ValueError:
+            raise ValueError("the port must be a number from 1 to 65535") from None
         return value.rstrip("/")
 
     @field_validator("vdoms")
@@ -272,10 +272,13 @@ def parse(data: dict[str, Any], *, base_dir: Path, origin: str = "config") -> Co
         raise ConfigError(f"{origin}: invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
+_VALIDATOR_TAGS = ("function-before[", "function-after[", "function-plain[", "function-wrap[")
+
+
 def _describe(err: Any) -> str:
     loc = err["loc"]
-    # pydantic adds the name of a validator's union member or "function-…" to loc: drop those.
-    parts = [p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function")))]
+    # pydantic adds a validator's tag ("function-after[…]") to loc: drop those, keep every key.
+    parts = [p for p in loc if not (isinstance(p, str) and p.startswith(_VALIDATOR_TAGS))]
     path = ""
     for part in parts:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))

@@ -180,6 +180,7 @@ _NEVER_BLOCK: list[tuple[str, Special]] = [
     ("2001::/23", Special("IETF protocol assignments", "RFC 2928")),
     ("2001:2::/48", Special("benchmarking", "RFC 5180")),
     ("2001:db8::/32", Special("documentation", "RFC 3849")),
+    ("2002::/16", Special("6to4 (deprecated; embeds an IPv4 address)", "RFC 7526")),
     ("3fff::/20", Special("documentation", "RFC 9637")),
     ("4000::/2", Special("reserved (outside global unicast 2000::/3)", "RFC 4291")),
     ("8000::/1", Special("reserved (outside global unicast 2000::/3)", "RFC 4291")),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .models import Offender
 from .net import IPAddress, NetworkSet, never_block_reason
+
+UNCAPPED_TTL = 10**12  # ~31,700 years: the ceiling when max_ttl is "forever"; fits BigInteger
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,15 +22,12 @@ class Retention:
     def ttl(self, offense_count: int) -> int | None:
         if self.base_ttl is None:
             return None
-        # Cap the exponent before computing: factor**n overflows a float long before n is large.
-        ttl = float(self.base_ttl)
-        for _ in range(max(0, offense_count - 1)):
-            ttl *= self.factor
-            if self.max_ttl is not None and ttl >= self.max_ttl:
-                return self.max_ttl
-            if ttl > 1e12:  # ~31,000 years: as good as forever, keep it an integer
-                break
-        return int(ttl) if self.max_ttl is None else min(int(ttl), self.max_ttl)
+        try:
+            ttl = self.base_ttl * self.factor ** max(0, offense_count - 1)
+        except OverflowError:  # factor ** n beyond a float: larger than any cap
+            ttl = math.inf
+        cap = self.max_ttl if self.max_ttl is not None else UNCAPPED_TTL
+        return int(min(ttl, cap))
 
     def active_until(self, last_offense: int, offense_count: int) -> int | None:
         ttl = self.ttl(offense_count)

@@ -7,7 +7,7 @@ instead of failing half-way. Every SQLAlchemy error leaving this module is a ``S
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -158,6 +158,28 @@ def open_store(url: str, *, create: bool = False) -> Store:
         store.close()
         raise
     return store
+
+
+def bulk_insert(
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert many rows of plain values in one driver ``executemany``.
+
+    SQLAlchemy's executemany builds a parameter dict per row through the compiler, which costs
+    more than the database's own work on a large first ingest. The statement is still compiled
+    by SQLAlchemy for the connection's dialect, so this stays portable.
+    """
+    if not rows:
+        return
+    compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(columns))
+    params: list[Any]
+    if compiled.positional:
+        order = [list(columns).index(name) for name in compiled.positiontup or ()]
+        same = order == list(range(len(columns)))
+        params = rows if same else [tuple(row[i] for i in order) for row in rows]
+    else:
+        params = [dict(zip(columns, row, strict=True)) for row in rows]
+    conn.exec_driver_sql(str(compiled), params)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ the caller decides what belongs in one transaction.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select, upda
 
 from ..models import DeviceStatus, Event, Offender, Offense
 from ..net import address_from_sort_key, parse_address, sort_key
+from .engine import bulk_insert
 from .schema import device_status, events, meta, offenders, offenses
 
 CHUNK = 500  # bound parameters per IN (...) list: well inside SQLite's and PostgreSQL's limits
@@ -42,22 +44,50 @@ def bump_version(conn: Connection) -> int:
 # -- offenders -------------------------------------------------------------------------------
 
 
+OFFENDER_COLUMNS = (
+    "ip",
+    "sort_key",
+    "family",
+    "first_offense",
+    "last_offense",
+    "offense_count",
+    "sources",
+    "devices",
+    "vdoms",
+    "active_until",
+    "status",
+    "note",
+    "updated",
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_list(items: tuple[str, ...]) -> str:
+    # A fleet has few distinct (sources, devices, vdoms) combinations: encode each once.
+    return json.dumps(items)
+
+
+def offender_tuple(offender: Offender, updated: int, ip_text: str | None = None) -> tuple[Any, ...]:
+    """The row of ``offender`` in OFFENDER_COLUMNS order."""
+    return (
+        ip_text or str(offender.ip),
+        sort_key(offender.ip),
+        offender.ip.version,
+        offender.first_offense,
+        offender.last_offense,
+        offender.offense_count,
+        _json_list(offender.sources),
+        _json_list(offender.devices),
+        _json_list(offender.vdoms),
+        offender.active_until,
+        offender.status,
+        offender.note,
+        updated,
+    )
+
+
 def offender_values(offender: Offender, updated: int) -> dict[str, Any]:
-    return {
-        "ip": str(offender.ip),
-        "sort_key": sort_key(offender.ip),
-        "family": offender.ip.version,
-        "first_offense": offender.first_offense,
-        "last_offense": offender.last_offense,
-        "offense_count": offender.offense_count,
-        "sources": json.dumps(offender.sources),
-        "devices": json.dumps(offender.devices),
-        "vdoms": json.dumps(offender.vdoms),
-        "active_until": offender.active_until,
-        "status": offender.status,
-        "note": offender.note,
-        "updated": updated,
-    }
+    return dict(zip(OFFENDER_COLUMNS, offender_tuple(offender, updated), strict=True))
 
 
 def _offender(row: Row[Any]) -> Offender:
@@ -88,9 +118,9 @@ def get_offender(conn: Connection, ip: str) -> Offender | None:
     return None if row is None else _offender(row)
 
 
-def insert_offenders(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(offenders.insert(), rows)
+def insert_offenders(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows made by :func:`offender_tuple`."""
+    bulk_insert(conn, offenders, OFFENDER_COLUMNS, rows)
 
 
 def update_offenders(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -150,23 +180,13 @@ def known_offenses(
     return {(r.vdom, r.ip, r.created) for r in conn.execute(query)}
 
 
-def insert_offenses(conn: Connection, items: Sequence[Offense], seen: int) -> None:
-    if items:
-        conn.execute(
-            offenses.insert(),
-            [
-                {
-                    "device": o.device,
-                    "vdom": o.vdom,
-                    "ip": str(o.ip),
-                    "created": o.created,
-                    "expires": o.expires,
-                    "source": o.source,
-                    "seen": seen,
-                }
-                for o in items
-            ],
-        )
+OFFENSE_COLUMNS = ("device", "vdom", "ip", "created", "expires", "source", "seen")
+
+
+def insert_offenses(conn: Connection, items: Sequence[tuple[Offense, str]], seen: int) -> None:
+    """Insert offenses, each given with its address text (computed once by the caller)."""
+    rows = [(o.device, o.vdom, ip, o.created, o.expires, o.source, seen) for o, ip in items]
+    bulk_insert(conn, offenses, OFFENSE_COLUMNS, rows)
 
 
 def offenses_of(conn: Connection, ip: str) -> list[Offense]:
