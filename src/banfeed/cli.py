@@ -26,7 +26,7 @@ from rich.text import Text
 from . import __version__, service
 from .config import Config, config_path, load
 from .errors import BanfeedError, ConfigError, InputError
-from .feeds import RENDERERS, feed_offenders, offender_record, write_atomically
+from .feeds import RENDERERS, build_feed, csv_bytes, offender_record, write_atomically
 from .net import parse_address
 from .policy import state
 from .store import Store
@@ -251,7 +251,7 @@ def list_(ctx: Context, show_all: bool, fmt: str, limit: int) -> None:
         click.echo(json.dumps([offender_record(o, now, allow) for o in offenders], indent=1))
         return
     if fmt == "csv":
-        click.echo(RENDERERS["csv"][0](offenders, now, allow), nl=False)
+        click.echo(csv_bytes(offenders, now, allow), nl=False)
         return
     table = Table("ip", "state", "offenses", "first", "last", "causes", "devices", "active until")
     shown = offenders if limit <= 0 else offenders[:limit]
@@ -304,11 +304,7 @@ def show(ctx: Context, address: str, fmt: str) -> None:
     feeds = {}
     for feed in rt.config.feeds:
         spec = service.feed_spec(feed)
-        why = (
-            None
-            if record["state"] == "active" and spec.excludes(offender) is None
-            else (spec.excludes(offender) if record["state"] == "active" else record["state"])
-        )
+        why = spec.excludes(offender, now) if record["state"] == "active" else record["state"]
         if record["state"] == "suppressed":
             why = record["suppressed_by"]
         feeds[feed.name] = {"listed": why is None, "reason": why}
@@ -384,15 +380,20 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
     rt = ctx.runtime()
     now, allow = int(rt.clock()), service.allowlist(config)
     with rt.store.read() as conn:
-        offenders = feed_offenders(conn, service.feed_spec(feed), allow, now)
+        build = build_feed(conn, service.feed_spec(feed), allow, now)
     rt.close()
-    data = RENDERERS[fmt][0](offenders, now, allow)
+    data = RENDERERS[fmt][0](build, now, allow)
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     else:
         write_atomically(output, data)
-        err.print(f"feed {feed.name}: {len(offenders)} entries written to {output}")
+        err.print(f"feed {feed.name}: {len(build.entries)} entries written to {output}")
+    if build.overflow:
+        err.print(
+            f"feed {feed.name}: {build.overflow} of {build.matched} offenders left out "
+            f"(max_entries = {feed.max_entries}; the most recent and most repeated are kept)"
+        )
 
 
 # -- simulator -------------------------------------------------------------------------------

@@ -147,30 +147,49 @@ class FortiGateConfig(_Section):
 
     def resolve_token(self, base_dir: Path) -> SecretStr:
         """The token, from wherever the config says; a ConfigError names the fix."""
-        where = f"fortigates[{self.name}]"
-        if self.token is not None:
-            secret = self.token.get_secret_value()
-        elif self.token_env is not None:
-            secret = os.environ.get(self.token_env, "")
-            if not secret.strip():
-                raise ConfigError(
-                    f"{where}.token_env: ${self.token_env} is not set — "
-                    f"export {self.token_env}=<token of the REST API admin> or set token_file"
-                )
-        else:
-            assert self.token_file is not None
-            path = self.token_file if self.token_file.is_absolute() else base_dir / self.token_file
-            try:
-                secret = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(
-                    f"{where}.token_file: cannot read {path}: {exc.strerror} — "
-                    "create it with the token on one line, readable by banfeed only"
-                ) from None
-        secret = secret.strip()
-        if not secret or any(c.isspace() for c in secret) or not secret.isprintable():
-            raise ConfigError(f"{where}: the token is empty or has spaces or control characters")
-        return SecretStr(secret)
+        return read_secret(
+            f"fortigates[{self.name}].token",
+            self.token,
+            self.token_env,
+            self.token_file,
+            base_dir,
+            what="token of the REST API admin",
+        )
+
+
+def read_secret(
+    where: str,
+    literal: SecretStr | None,
+    env: str | None,
+    file: Path | None,
+    base_dir: Path,
+    *,
+    what: str,
+) -> SecretStr:
+    """A secret from the config (``literal``), the environment or a file; never echoed."""
+    if literal is not None:
+        secret = literal.get_secret_value()
+    elif env is not None:
+        secret = os.environ.get(env, "")
+        if not secret.strip():
+            raise ConfigError(
+                f"{where}_env: ${env} is not set — export {env}=<{what}> or use {where}_file"
+            )
+    elif file is not None:
+        path = file if file.is_absolute() else base_dir / file
+        try:
+            secret = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"{where}_file: cannot read {path}: {exc.strerror} — "
+                "create it with the secret on one line, readable by banfeed only"
+            ) from None
+    else:
+        raise ConfigError(f"{where}: not set — set {where}_env or {where}_file")
+    secret = secret.strip()
+    if not secret or any(c.isspace() for c in secret) or not secret.isprintable():
+        raise ConfigError(f"{where}: the secret is empty or has spaces or control characters")
+    return SecretStr(secret)
 
 
 class RetentionConfig(_Section):
@@ -183,16 +202,79 @@ class AllowlistConfig(_Section):
     networks: list[Network] = Field([], description="Networks never published.")
 
 
+class FeedAuthConfig(_Section):
+    type: Literal["none", "basic", "bearer"] = Field("none", description="How consumers log in.")
+    username: str | None = Field(None, description="Basic auth user name.")
+    password: SecretStr | None = Field(None, description="Basic auth password (discouraged).")
+    password_env: str | None = Field(None, description="Environment variable with the password.")
+    password_file: Path | None = Field(None, description="File holding the password.")
+    token: SecretStr | None = Field(None, description="Bearer token (discouraged).")
+    token_env: str | None = Field(None, description="Environment variable with the token.")
+    token_file: Path | None = Field(None, description="File holding the bearer token.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> FeedAuthConfig:
+        passwords = [k for k in ("password", "password_env", "password_file") if getattr(self, k)]
+        tokens = [k for k in ("token", "token_env", "token_file") if getattr(self, k)]
+        if self.type == "basic":
+            if not self.username or ":" in self.username or not self.username.isprintable():
+                raise ValueError('basic auth needs a username without ":"')
+            if len(passwords) != 1 or tokens:
+                raise ValueError("basic auth needs exactly one of password_env, password_file")
+        elif self.type == "bearer":
+            if len(tokens) != 1 or passwords or self.username:
+                raise ValueError("bearer auth needs exactly one of token_env, token_file")
+        elif passwords or tokens or self.username:
+            raise ValueError('credentials given but type = "none"; set type = "basic"')
+        return self
+
+
 class FeedConfig(_Section):
     name: str = Field(pattern=NAME_PATTERN, description="Feed name, as in /feeds/<name>.txt.")
     family: Literal["ipv4", "ipv6", "any"] = Field("any", description="Address family.")
     causes: list[str] = Field([], description="Only these causes (case-insensitive).")
     devices: list[str] = Field([], description="Only offenses from these devices.")
+    vdoms: list[str] = Field([], description='Only these VDOMs ("dmz" or "edge-1/dmz").')
     min_offenses: int = Field(1, ge=1, description="Only offenders with this many offenses.")
+    seen_within: Duration = Field(None, description="Only offenders seen this recently.")
+    max_entries: int = Field(131072, ge=1, le=10_000_000, description="Most lines published.")
+    aggregate: bool = Field(False, description="Merge addresses into CIDR blocks (lossless).")
+    auth: FeedAuthConfig = FeedAuthConfig()
+    allow_from: list[Network] = Field([], description="Only these consumer networks may fetch.")
 
 
 class CollectConfig(_Section):
     concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once.")
+    interval: FiniteDuration = Field(300, description="Time between cycles of `banfeed run`.")
+    jitter: float = Field(0.1, ge=0.0, le=0.5, description="Random share of interval (±).")
+
+
+class ServerConfig(_Section):
+    listen: str = Field("127.0.0.1:8080", description="host:port the HTTP server binds.")
+    cert_file: Path | None = Field(None, description="TLS certificate (PEM) to serve HTTPS.")
+    key_file: Path | None = Field(None, description="TLS private key (PEM).")
+    public_url: str | None = Field(None, description="URL consumers use, for printed config.")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file, or neither")
+        return self
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` or ``"[::1]:8080"`` → (host, port)."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError('write listen as "host:port", like "127.0.0.1:8080" or "[::1]:8080"')
+    return host, int(port)
 
 
 class Config(_Section):
@@ -202,6 +284,7 @@ class Config(_Section):
     allowlist: AllowlistConfig = AllowlistConfig()
     feeds: list[FeedConfig] = []
     collect: CollectConfig = CollectConfig()
+    server: ServerConfig = ServerConfig()
     # Where relative paths in the file are resolved; set by load(), not a TOML key.
     base_dir: Path = Field(Path("."), exclude=True)
 

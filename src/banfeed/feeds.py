@@ -23,6 +23,7 @@ from sqlalchemy import Connection
 
 from .errors import ExportError
 from .models import Offender
+from .net import IPAddress, IPNetwork, aggregate, sort_key
 from .policy import Allowlist, state, suppression_reason
 from .store import queries as q
 from .timeutil import iso
@@ -30,15 +31,19 @@ from .timeutil import iso
 
 @dataclass(frozen=True, slots=True)
 class FeedSpec:
-    """What a feed selects; built from ``[[feeds]]``."""
+    """What a feed selects and how much of it it may publish; built from ``[[feeds]]``."""
 
     name: str
     family: str = "any"  # ipv4 | ipv6 | any
     causes: frozenset[str] = frozenset()  # lower-cased
     devices: frozenset[str] = frozenset()
+    vdoms: frozenset[str] = frozenset()  # "vdom" or "device/vdom"
     min_offenses: int = 1
+    seen_within: int | None = None
+    max_entries: int = 131072
+    aggregate: bool = False
 
-    def excludes(self, offender: Offender) -> str | None:
+    def excludes(self, offender: Offender, now: int) -> str | None:
         """Which filter of this feed leaves ``offender`` out, or ``None``."""
         if self.family != "any" and self.family != f"ipv{offender.ip.version}":
             return f"family is {self.family}"
@@ -46,9 +51,29 @@ class FeedSpec:
             return f"causes {sorted(self.causes)} not among {list(offender.sources)}"
         if self.devices and not self.devices.intersection(offender.devices):
             return f"devices {sorted(self.devices)} not among {list(offender.devices)}"
+        if self.vdoms and not any(
+            v in self.vdoms or v.partition("/")[2] in self.vdoms for v in offender.vdoms
+        ):
+            return f"vdoms {sorted(self.vdoms)} not among {list(offender.vdoms)}"
         if offender.offense_count < self.min_offenses:
             return f"fewer than {self.min_offenses} offenses"
+        if self.seen_within is not None and offender.last_offense + self.seen_within <= now:
+            return f"last offense {iso(offender.last_offense)} is older than seen_within"
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedBuild:
+    """One feed computed at one moment: what it publishes and why it has that size."""
+
+    spec: FeedSpec
+    offenders: list[Offender]  # published, numeric order
+    entries: list[IPAddress | IPNetwork]  # the lines of the plain feed
+    matched: int  # offenders that matched before the cap
+    overflow: int  # matching offenders left out by max_entries
+    valid_until: int | None  # the feed changes by itself then (an expiry), store or not
+    version: int  # the store version it was built from
+    built: int
 
 
 def feed_offenders(
@@ -58,8 +83,49 @@ def feed_offenders(
     return [
         o
         for o in q.iter_offenders(conn, active_at=now, family=family)
-        if suppression_reason(o.ip, allowlist) is None and spec.excludes(o) is None
+        if suppression_reason(o.ip, allowlist) is None and spec.excludes(o, now) is None
     ]
+
+
+def build_feed(conn: Connection, spec: FeedSpec, allowlist: Allowlist, now: int) -> FeedBuild:
+    """Compute a feed in one read transaction.
+
+    Over ``max_entries``: first merge into CIDR blocks where that loses nothing; if still over,
+    keep the most recent, then most repeated, offenders, and report how many were left out.
+    """
+    version = q.store_version(conn)
+    matched = feed_offenders(conn, spec, allowlist, now)
+    published = matched
+    entries = _entries(published, spec.aggregate or len(published) > spec.max_entries)
+    if len(entries) > spec.max_entries:
+        ranked = sorted(matched, key=lambda o: (o.last_offense, o.offense_count), reverse=True)
+        published = sorted(ranked[: spec.max_entries], key=lambda o: sort_key(o.ip))
+        entries = _entries(published, True)
+    return FeedBuild(
+        spec=spec,
+        offenders=published,
+        entries=entries,
+        matched=len(matched),
+        overflow=len(matched) - len(published),
+        valid_until=_valid_until(matched, spec),
+        version=version,
+        built=now,
+    )
+
+
+def _entries(offenders: list[Offender], merge: bool) -> list[IPAddress | IPNetwork]:
+    if not merge:
+        return [o.ip for o in offenders]
+    return [
+        n.network_address if n.num_addresses == 1 else n for n in aggregate(o.ip for o in offenders)
+    ]
+
+
+def _valid_until(offenders: list[Offender], spec: FeedSpec) -> int | None:
+    moments = [o.active_until for o in offenders if o.active_until is not None]
+    if spec.seen_within is not None:
+        moments += [o.last_offense + spec.seen_within for o in offenders]
+    return min(moments, default=None)
 
 
 def offender_record(offender: Offender, now: int, allowlist: Allowlist) -> dict[str, Any]:
@@ -80,9 +146,9 @@ def offender_record(offender: Offender, now: int, allowlist: Allowlist) -> dict[
     }
 
 
-def render_text(offenders: Iterable[Offender], _now: int, _allowlist: Allowlist) -> bytes:
-    """One address a line, LF, no comments: what a FortiGate external threat feed reads."""
-    return "".join(f"{o.ip}\n" for o in offenders).encode("ascii")
+def render_text(build: FeedBuild, _now: int, _allowlist: Allowlist) -> bytes:
+    """One address or CIDR a line, LF, no comments: what a FortiGate threat feed reads."""
+    return "".join(f"{entry}\n" for entry in build.entries).encode("ascii")
 
 
 CSV_COLUMNS = (
@@ -97,7 +163,11 @@ CSV_COLUMNS = (
 )
 
 
-def render_csv(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> bytes:
+def render_csv(build: FeedBuild, now: int, allowlist: Allowlist) -> bytes:
+    return csv_bytes(build.offenders, now, allowlist)
+
+
+def csv_bytes(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -109,12 +179,12 @@ def render_csv(offenders: Iterable[Offender], now: int, allowlist: Allowlist) ->
     return out.getvalue().encode("utf-8")
 
 
-def render_json(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> bytes:
-    records = [offender_record(o, now, allowlist) for o in offenders]
+def render_json(build: FeedBuild, now: int, allowlist: Allowlist) -> bytes:
+    records = [offender_record(o, now, allowlist) for o in build.offenders]
     return (json.dumps(records, indent=1) + "\n").encode("utf-8")
 
 
-Renderer = Callable[[Iterable[Offender], int, Allowlist], bytes]
+Renderer = Callable[[FeedBuild, int, Allowlist], bytes]
 RENDERERS: dict[str, tuple[Renderer, str]] = {
     "txt": (render_text, "text/plain; charset=us-ascii"),
     "csv": (render_csv, "text/csv; charset=utf-8"),

@@ -34,7 +34,11 @@ def feed_spec(feed: FeedConfig) -> FeedSpec:
         family=feed.family,
         causes=frozenset(c.lower() for c in feed.causes),
         devices=frozenset(feed.devices),
+        vdoms=frozenset(feed.vdoms),
         min_offenses=feed.min_offenses,
+        seen_within=feed.seen_within,
+        max_entries=feed.max_entries,
+        aggregate=feed.aggregate,
     )
 
 
