@@ -81,7 +81,14 @@ class Collector:
         with self.store.read() as conn:
             statuses = q.device_statuses(conn)
         results = await self.poll(statuses, now)
-        report = await asyncio.to_thread(self._write, results, statuses, now)
+        write = asyncio.ensure_future(asyncio.to_thread(self._write, results, statuses, now))
+        try:
+            report = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # Stopping mid-write: let the transaction finish (it commits whole or not at all),
+            # then stop. Cancelling while polling simply abandons the cycle: nothing written.
+            await write
+            raise
         report.duration = time.perf_counter() - began
         metrics.CYCLE_SECONDS.observe(report.duration)
         metrics.LAST_SUCCESS.set(self.clock())
@@ -190,6 +197,7 @@ class Collector:
                 status = _next_status(statuses.get((result.device, result.vdom)), result, now)
                 if status is not None:
                     q.save_device_status(conn, status)
+            q.set_meta(conn, "last_cycle", str(now))
         metrics.OFFENSES_NEW.inc(report.new_offenses)
         metrics.SUPPRESSED.inc(report.suppressed)
         return report

@@ -29,3 +29,12 @@ OFFENDERS_ACTIVE = Gauge("banfeed_offenders_active", "Offenders active after the
 LAST_SUCCESS = Gauge(
     "banfeed_last_cycle_success_timestamp_seconds", "When the last cycle finished writing."
 )
+
+STORE_UP = Gauge("banfeed_store_up", "1 when the last feed refresh could read the store.")
+FEED_ENTRIES = Gauge("banfeed_feed_entries", "Lines in each feed.", ["feed"])
+FEED_OVERFLOW = Gauge(
+    "banfeed_feed_overflow", "Matching offenders left out of a feed by max_entries.", ["feed"]
+)
+FEED_REQUESTS = Counter(
+    "banfeed_feed_requests_total", "Feed requests by feed and HTTP status.", ["feed", "status"]
+)

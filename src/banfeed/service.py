@@ -1,22 +1,36 @@
 """The composition root: builds core objects from a Config. Only here and in ``cli`` is the
 whole Config read; everything below receives plain values.
 
-``banfeed run`` (the daemon) lives here too once the feed server exists.
+``banfeed run`` and ``banfeed serve`` (the :class:`Daemon`) live here too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import socket
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from .collector import Collector
-from .config import Config, FeedConfig
-from .errors import ConfigError
+import uvicorn
+
+from .collector import Collector, CycleReport
+from .config import Config, FeedConfig, read_secret, split_listen
+from .errors import BanfeedError, ConfigError
 from .feeds import FeedSpec
 from .fortios import DeviceTarget
 from .policy import Allowlist, Retention
+from .server import FeedAccess, FeedCache, ServerState, create_app
 from .store import Store, open_store
+from .store import queries as q
 from .timeutil import Clock, system_clock
+
+log = logging.getLogger("banfeed")
 
 
 def retention(config: Config) -> Retention:
@@ -116,3 +130,209 @@ class Runtime:
 
 def runtime(config: Config, *, create_store: bool = False, clock: Clock = system_clock) -> Runtime:
     return Runtime(config, open_store(config.store_url(), create=create_store), clock)
+
+
+# -- the daemon ------------------------------------------------------------------------------
+
+REFRESH_SECONDS = 1.0  # how often feeds check the store version: changes are served within it
+FLUSH_SECONDS = 5.0  # how often consumer fetch records are written to the store
+
+
+def feed_access(config: Config) -> dict[str, FeedAccess]:
+    """Per-feed credentials, resolved now: a feed whose secret is missing is a config error."""
+    access = {}
+    for feed in config.feeds:
+        auth = feed.auth
+        where = f"feeds[{feed.name}].auth"
+        secret = None
+        if auth.type == "basic":
+            secret = read_secret(
+                f"{where}.password",
+                auth.password,
+                auth.password_env,
+                auth.password_file,
+                config.base_dir,
+                what="password consumers send",
+            )
+        elif auth.type == "bearer":
+            secret = read_secret(
+                f"{where}.token",
+                auth.token,
+                auth.token_env,
+                auth.token_file,
+                config.base_dir,
+                what="token consumers send",
+            )
+        access[feed.name] = FeedAccess(
+            kind=auth.type,
+            username=auth.username,
+            secret=secret,
+            allow_from=tuple(feed.allow_from),
+        )
+    return access
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its own signal handling: the daemon decides how to stop (and never
+    re-raises the signal after shutdown, which would kill the process mid-cleanup)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Daemon:
+    """``banfeed run`` (collect + serve) and ``banfeed serve`` (serve only), in one event loop."""
+
+    def __init__(self, config: Config, *, collect: bool = True, clock: Clock = system_clock):
+        self.config = config
+        self.collect = collect
+        self.clock = clock
+        self.access = feed_access(config)  # before anything starts: fail fast on secrets
+        self.store = open_store(config.store_url())
+        self.cache = FeedCache(
+            self.store, [feed_spec(f) for f in config.feeds], allowlist(config), clock
+        )
+        self.state = ServerState(
+            cache=self.cache,
+            access=self.access,
+            clock=clock,
+            interval=config.collect.interval,
+            collecting=collect,
+        )
+        self._stop = asyncio.Event()
+        self._refresh_now = asyncio.Event()
+        self._server: _Server | None = None
+        self.url: str | None = None
+        self._sock: socket.socket | None = None
+        self.cycles = 0
+
+    def bind(self) -> socket.socket:
+        """Open the listening socket now (so the URL is known before serving)."""
+        if self._sock is None:
+            server_cfg = self.config.server
+            self._sock = _bind(*split_listen(server_cfg.listen))
+            host, port = self._sock.getsockname()[:2]
+            scheme = "https" if server_cfg.cert_file else "http"
+            self.url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+        return self._sock
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def run(self, *, sock: socket.socket | None = None, signals: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        server_cfg = self.config.server
+        sock = sock or self._sock or self.bind()
+        uv_config = uvicorn.Config(
+            create_app(self.state),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=5,
+            ssl_certfile=_path(self.config, server_cfg.cert_file),
+            ssl_keyfile=_path(self.config, server_cfg.key_file),
+        )
+        self._server = _Server(uv_config)
+        await asyncio.to_thread(self.cache.refresh)
+        tasks = [
+            asyncio.create_task(self._refresh_loop()),
+            asyncio.create_task(self._flush_loop()),
+        ]
+        if self.collect:
+            tasks.append(asyncio.create_task(self._collect_loop()))
+        try:
+            await self._server.serve(sockets=[sock])
+        finally:
+            self._stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(self._flush)
+            self.store.close()
+            if signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            log.info("stopped")
+
+    async def _collect_loop(self) -> None:
+        collector = Collector(
+            self.store,
+            targets(self.config),
+            retention(self.config),
+            allowlist(self.config),
+            clock=self.clock,
+            concurrency=self.config.collect.concurrency,
+        )
+        interval, jitter = self.config.collect.interval, self.config.collect.jitter
+        while not self._stop.is_set():
+            try:
+                report = await collector.cycle()
+            except BanfeedError as exc:  # the store is down: say so, try again next interval
+                log.error("cycle failed: %s", exc)
+            else:
+                self.cycles += 1
+                await asyncio.to_thread(self.cache.refresh)
+                log.info("%s", cycle_line(report, self.cache))
+            delay = interval * random.uniform(1 - jitter, 1 + jitter)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+
+    async def _refresh_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(REFRESH_SECONDS)
+            await asyncio.to_thread(self.cache.refresh)
+
+    async def _flush_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(FLUSH_SECONDS)
+            await asyncio.to_thread(self._flush)
+
+    def _flush(self) -> None:
+        fetches = self.state.fetches.take()
+        if not fetches:
+            return
+        try:
+            with self.store.write() as conn:
+                q.record_fetches(conn, fetches)
+        except BanfeedError as exc:
+            log.warning("could not record %d feed fetches: %s", len(fetches), exc)
+
+
+def cycle_line(report: CycleReport, cache: FeedCache) -> str:
+    failed = ", ".join(f"{r.device}/{r.vdom} {r.error.kind}" for r in report.failed if r.error)
+    sizes = ", ".join(f"{n}={len(e.build.entries)}" for n, e in sorted(cache.entries.items()))
+    return (
+        f"cycle: {len(report.results) - len(report.failed)}/{len(report.results)} polls ok"
+        + (f" ({failed})" if failed else "")
+        + f", {report.new_offenses} new offenses, {report.new_offenders} new offenders, "
+        f"{report.rejected} rejected; feeds {sizes or 'none'}; {report.duration:.2f}s"
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"server.listen: cannot listen on {host}:{port}: {exc.strerror}"
+        ) from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _path(config: Config, path: Path | None) -> str | None:
+    if path is None:
+        return None
+    return str(path if path.is_absolute() else config.base_dir / path)

@@ -16,7 +16,15 @@ from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select, upda
 from ..models import DeviceStatus, Event, Offender, Offense
 from ..net import address_from_sort_key, parse_address, sort_key
 from .engine import bulk_insert
-from .schema import device_status, events, meta, offenders, offenses
+from .schema import (
+    device_status,
+    events,
+    feed_consumers,
+    feed_state,
+    meta,
+    offenders,
+    offenses,
+)
 
 CHUNK = 500  # bound parameters per IN (...) list: well inside SQLite's and PostgreSQL's limits
 
@@ -33,6 +41,15 @@ def store_version(conn: Connection) -> int:
     """A counter bumped by every change that can change a feed (the ETag source)."""
     value = conn.execute(select(meta.c.value).where(meta.c.key == "version")).scalar_one()
     return int(value)
+
+
+def get_meta(conn: Connection, key: str) -> str | None:
+    return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar_one_or_none()
+
+
+def set_meta(conn: Connection, key: str, value: str) -> None:
+    if conn.execute(update(meta).where(meta.c.key == key).values(value=value)).rowcount == 0:
+        conn.execute(meta.insert().values(key=key, value=value))
 
 
 def bump_version(conn: Connection) -> int:
@@ -234,3 +251,43 @@ def save_device_status(conn: Connection, status: DeviceStatus) -> None:
     key = and_(device_status.c.device == status.device, device_status.c.vdom == status.vdom)
     if conn.execute(update(device_status).where(key).values(values)).rowcount == 0:
         conn.execute(device_status.insert().values(values))
+
+
+# -- feeds -----------------------------------------------------------------------------------
+
+
+def feed_states(conn: Connection) -> dict[str, dict[str, Any]]:
+    return {r.feed: r._asdict() for r in conn.execute(select(feed_state))}
+
+
+def save_feed_state(conn: Connection, values: dict[str, Any]) -> None:
+    key = feed_state.c.feed == values["feed"]
+    if conn.execute(update(feed_state).where(key).values(values)).rowcount == 0:
+        conn.execute(feed_state.insert().values(values))
+
+
+def feed_consumer_rows(conn: Connection) -> list[dict[str, Any]]:
+    query = select(feed_consumers).order_by(feed_consumers.c.feed, feed_consumers.c.last_fetch)
+    return [r._asdict() for r in conn.execute(query)]
+
+
+def record_fetches(conn: Connection, fetches: Iterable[dict[str, Any]]) -> None:
+    """Merge in-memory fetch records (one per feed, address, user agent) into the store."""
+    for fetch in fetches:
+        key = and_(
+            feed_consumers.c.feed == fetch["feed"],
+            feed_consumers.c.address == fetch["address"],
+            feed_consumers.c.user_agent == fetch["user_agent"],
+        )
+        changed = conn.execute(
+            update(feed_consumers)
+            .where(key)
+            .values(
+                last_fetch=fetch["last_fetch"],
+                etag=fetch["etag"],
+                status=fetch["status"],
+                requests=feed_consumers.c.requests + fetch["requests"],
+            )
+        ).rowcount
+        if changed == 0:
+            conn.execute(feed_consumers.insert().values(fetch))

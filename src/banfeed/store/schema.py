@@ -111,3 +111,27 @@ device_status = Table(
     Column("backoff_until", BigInteger, nullable=True),
     Column("fingerprint", String(64), nullable=True),
 )
+
+feed_state = Table(
+    "feed_state",
+    metadata,
+    Column("feed", String(64), primary_key=True),
+    Column("etag", String(80), nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("matched", Integer, nullable=False),
+    Column("overflow", Integer, nullable=False),
+    Column("changed", BigInteger, nullable=False),  # when these bytes were first built
+)
+
+feed_consumers = Table(
+    "feed_consumers",
+    metadata,
+    Column("feed", String(64), primary_key=True),
+    Column("address", String(45), primary_key=True),
+    Column("user_agent", String(200), primary_key=True),
+    Column("first_fetch", BigInteger, nullable=False),
+    Column("last_fetch", BigInteger, nullable=False),
+    Column("etag", String(80), nullable=True),
+    Column("status", SmallInteger, nullable=False),
+    Column("requests", BigInteger, nullable=False),
+)

@@ -1,115 +1,41 @@
-"""The ``banfeed`` command: thin shells over the core. Parse, make one core call, render.
-
-Exit codes: 0 ok; 1 the command ran but something failed (a device, a missing offender);
-2 usage or configuration error. Only this module turns errors into messages and exit codes.
-"""
+"""Commands of the loop: init, db, check, collect, list, show, export, simulate."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import logging
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
-from . import __version__, service
-from .config import Config, config_path, load
-from .errors import BanfeedError, ConfigError, InputError
-from .feeds import RENDERERS, build_feed, csv_bytes, offender_record, write_atomically
-from .net import parse_address
-from .policy import state
-from .store import Store
-from .store import queries as q
-from .timeutil import iso
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-FORMATS = ("table", "json", "csv")
-
-# markup=False: addresses, names and messages print literally ("[allowlist]" is not a style).
-out = Console(highlight=False, soft_wrap=True, markup=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-
-
-def ok(text: str = "ok") -> Text:
-    return Text(text, style="green")
-
-
-def bad(kind: str, detail: str) -> Text:
-    return Text.assemble((kind, "red"), f": {detail}")
-
-
-def warn(message: str) -> None:
-    out.print(Text.assemble(("warning: ", "yellow"), message))
-
-
-def fail(message: str, code: int) -> NoReturn:
-    err.print(Text.assemble(("error: ", "bold red"), message))
-    raise SystemExit(code)
-
-
-def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn banfeed's errors into a message on stderr and the documented exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except (ConfigError, InputError) as exc:
-            fail(str(exc), EXIT_USAGE)
-        except BanfeedError as exc:
-            fail(str(exc), EXIT_FAILED)
-
-    return wrapper
-
-
-class Context:
-    def __init__(self, config_option: str | None) -> None:
-        self.path = config_path(config_option)
-        self._config: Config | None = None
-
-    @property
-    def config(self) -> Config:
-        if self._config is None:
-            self._config = load(self.path)
-        return self._config
-
-    def runtime(self, *, create_store: bool = False) -> service.Runtime:
-        return service.runtime(self.config, create_store=create_store)
-
-
-pass_ctx = click.make_pass_decorator(Context)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config_option",
-    metavar="PATH",
-    help="Config file (default: $BANFEED_CONFIG, else ./banfeed.toml).",
+from .. import service
+from ..errors import InputError
+from ..feeds import RENDERERS, build_feed, csv_bytes, offender_record, write_atomically
+from ..net import parse_address
+from ..policy import state
+from ..store import Store
+from ..store import queries as q
+from ..timeutil import iso
+from .base import (
+    EXIT_FAILED,
+    FORMATS,
+    Context,
+    bad,
+    err,
+    fail,
+    handle_errors,
+    main,
+    ok,
+    out,
+    pass_ctx,
+    warn,
 )
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.version_option(__version__, prog_name="banfeed")
-@click.pass_context
-def main(ctx: click.Context, config_option: str | None, verbose: int) -> None:
-    """Collect FortiGate quarantined IPs into a durable store and publish safe threat feeds."""
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
-    ctx.obj = Context(config_option)
-
 
 # -- setup -----------------------------------------------------------------------------------
 
@@ -434,7 +360,7 @@ def simulate(
     key_file: str | None,
 ) -> None:
     """Serve simulated FortiGates (the FortiOS banned-list API) for trying banfeed."""
-    from . import simulator
+    from .. import simulator
 
     if fault not in simulator.FAULTS:
         raise InputError(f"--fault {fault!r}: choose one of {', '.join(simulator.FAULTS)}")

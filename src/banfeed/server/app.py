@@ -1,0 +1,192 @@
+"""The HTTP face of banfeed: feeds, health, metrics and a small status page.
+
+Handlers are thin: they read what :class:`FeedCache` already rendered and answer with the HTTP
+semantics a FortiGate relies on (strong ETag, 304, gzip, no empty 200 when the store is down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from .. import metrics
+from ..feeds import RENDERERS
+from ..timeutil import Clock, iso
+from .auth import FeedAccess
+from .cache import FeedCache, Rendered
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Fetches:
+    """The last fetch of each consumer (feed, address, user agent), flushed to the store."""
+
+    pending: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def record(
+        self, feed: str, address: str, agent: str, etag: str | None, status: int, now: int
+    ) -> None:
+        key = (feed, address, agent[:200])
+        row = self.pending.get(key)
+        if row is None:
+            row = self.pending[key] = {
+                "feed": feed,
+                "address": address,
+                "user_agent": agent[:200],
+                "first_fetch": now,
+                "requests": 0,
+            }
+        row.update(last_fetch=now, etag=etag, status=status)
+        row["requests"] += 1
+
+    def take(self) -> list[dict[str, Any]]:
+        taken, self.pending = list(self.pending.values()), {}
+        return taken
+
+
+@dataclass
+class ServerState:
+    cache: FeedCache
+    access: Mapping[str, FeedAccess]
+    clock: Clock
+    interval: int  # collection interval, for /readyz
+    collecting: bool
+    fetches: Fetches = field(default_factory=Fetches)
+
+
+def create_app(state: ServerState) -> Starlette:
+    async def feed(request: Request) -> Response:
+        name, fmt = request.path_params["name"], request.path_params["fmt"]
+        access = state.access.get(name)
+        if access is None or fmt not in RENDERERS:
+            return PlainTextResponse("no such feed\n", status_code=404)
+        host = request.client.host if request.client else ""
+        status, response = await _feed_response(state, request, name, fmt, access, host)
+        metrics.FEED_REQUESTS.labels(name, str(status)).inc()
+        etag = response.headers.get("etag")
+        agent = request.headers.get("user-agent", "")
+        state.fetches.record(name, host, agent, etag, status, int(state.clock()))
+        return response
+
+    async def healthz(_request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(_request: Request) -> Response:
+        problems = readiness_problems(state)
+        body = {"ready": not problems, "problems": problems}
+        return JSONResponse(body, status_code=503 if problems else 200)
+
+    async def metrics_endpoint(_request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def index(_request: Request) -> Response:
+        return HTMLResponse(_index_html(state))
+
+    routes = [
+        Route("/feeds/{name}.{fmt}", feed, methods=["GET", "HEAD"]),
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics_endpoint),
+        Route("/", index),
+    ]
+    return Starlette(routes=routes)
+
+
+async def _feed_response(
+    state: ServerState, request: Request, name: str, fmt: str, access: FeedAccess, host: str
+) -> tuple[int, Response]:
+    if not access.client_allowed(host):
+        return 403, PlainTextResponse("forbidden\n", status_code=403)
+    if not access.authorized(request.headers.get("authorization")):
+        challenge = {"WWW-Authenticate": access.challenge(name)}
+        return 401, PlainTextResponse("unauthorized\n", status_code=401, headers=challenge)
+    rendered: Rendered | None
+    if fmt == "txt":
+        rendered = state.cache.get(name, fmt)
+    else:
+        rendered = state.cache.get(name, fmt) or await asyncio.to_thread(
+            state.cache.render, name, fmt
+        )
+    if rendered is None:
+        # Never an empty 200: a FortiGate empties its feed on that, and keeps its list on 503.
+        reason = state.cache.last_error or "feed not built yet"
+        return 503, PlainTextResponse(
+            f"feed unavailable: {reason}\n", status_code=503, headers={"Retry-After": "30"}
+        )
+    gzip_ok = "gzip" in request.headers.get("accept-encoding", "").lower()
+    etag = rendered.etag[:-1] + '-gzip"' if gzip_ok else rendered.etag
+    headers = {
+        "ETag": etag,
+        "Last-Modified": rendered.last_modified,
+        "Cache-Control": "no-cache",
+        "Vary": "Accept-Encoding",
+    }
+    if _not_modified(request, rendered, etag):
+        return 304, Response(status_code=304, headers=headers)
+    if gzip_ok:
+        headers["Content-Encoding"] = "gzip"
+        return 200, Response(rendered.gzipped, media_type=rendered.media_type, headers=headers)
+    return 200, Response(rendered.body, media_type=rendered.media_type, headers=headers)
+
+
+def _not_modified(request: Request, rendered: Rendered, etag: str) -> bool:
+    inm = request.headers.get("if-none-match")
+    if inm is not None:
+        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
+        return "*" in tags or etag in tags or rendered.etag in tags
+    ims = request.headers.get("if-modified-since")
+    if ims:
+        try:
+            since = parsedate_to_datetime(ims)
+            modified = parsedate_to_datetime(rendered.last_modified)
+        except (TypeError, ValueError):
+            return False
+        return since.tzinfo is not None and modified <= since
+    return False
+
+
+def readiness_problems(state: ServerState) -> list[str]:
+    problems = []
+    cache = state.cache
+    if not cache.healthy:
+        problems.append(f"store: {cache.last_error or 'not read yet'}")
+    now = state.clock()
+    if cache.last_cycle is None:
+        problems.append("no collection cycle has completed yet")
+    elif now - cache.last_cycle > 3 * state.interval:
+        problems.append(f"last collection cycle at {iso(cache.last_cycle)}, over 3 intervals ago")
+    return problems
+
+
+def _index_html(state: ServerState) -> str:
+    rows = []
+    for name in state.access:
+        entry = state.cache.entries.get(name)
+        size = str(len(entry.build.entries)) if entry else "—"
+        overflow = str(entry.build.overflow) if entry else "—"
+        changed = iso(entry.changed) if entry else "—"
+        link = html.escape(f"/feeds/{name}.txt")
+        rows.append(
+            f"<tr><td><a href='{link}'>{html.escape(name)}</a></td><td>{size}</td>"
+            f"<td>{overflow}</td><td>{html.escape(changed or '')}</td></tr>"
+        )
+    problems = "".join(f"<li>{html.escape(p)}</li>" for p in readiness_problems(state))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>banfeed</title></head><body>"
+        "<h1>banfeed</h1><table><tr><th>feed</th><th>entries</th><th>overflow</th>"
+        f"<th>changed</th></tr>{''.join(rows)}</table>"
+        f"<h2>readiness</h2><ul>{problems or '<li>ready</li>'}</ul>"
+        "<p><a href='/metrics'>metrics</a> · <a href='/readyz'>readyz</a></p></body></html>"
+    )
