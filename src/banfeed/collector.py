@@ -73,6 +73,7 @@ class Collector:
         self.allowlist = allowlist
         self.clock = clock
         self.concurrency = concurrency
+        self.phase = "idle"  # idle | polling | writing: what a stop would interrupt
 
     async def cycle(self) -> CycleReport:
         """Poll everything, then store the result in one transaction (in a worker thread)."""
@@ -80,7 +81,12 @@ class Collector:
         now = int(self.clock())
         with self.store.read() as conn:
             statuses = q.device_statuses(conn)
-        results = await self.poll(statuses, now)
+        self.phase = "polling"
+        try:
+            results = await self.poll(statuses, now)
+        finally:
+            self.phase = "idle"
+        self.phase = "writing"
         write = asyncio.ensure_future(asyncio.to_thread(self._write, results, statuses, now))
         try:
             report = await asyncio.shield(write)
@@ -89,6 +95,8 @@ class Collector:
             # then stop. Cancelling while polling simply abandons the cycle: nothing written.
             await write
             raise
+        finally:
+            self.phase = "idle"
         report.duration = time.perf_counter() - began
         metrics.CYCLE_SECONDS.observe(report.duration)
         metrics.LAST_SUCCESS.set(self.clock())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -99,10 +101,12 @@ class FortiGateConfig(_Section):
     name: str = Field(pattern=NAME_PATTERN, description="Unique short name of the device.")
     url: str = Field(description="Base URL of the admin interface: https://host[:port].")
     token: SecretStr | None = Field(None, description="The API token itself (discouraged).")
-    token_env: str | None = Field(None, description="Environment variable holding the token.")
+    token_env: str | None = Field(
+        None, min_length=1, description="Environment variable holding the token."
+    )
     token_file: Path | None = Field(None, description="File holding the token.")
     vdoms: list[str] = Field(["root"], min_length=1, description='VDOMs to poll; ["*"] = all.')
-    verify_tls: bool = Field(True, description="Verify the device's certificate.")
+    verify_tls: StrictBool = Field(True, description="Verify the device's certificate.")
     ca_file: Path | None = Field(None, description="CA bundle for a self-signed device.")
     timeout: FiniteDuration = Field(10, description="Time allowed for one request.")
     max_response: Size = Field(256 * 1024**2, description="Largest answer accepted.")
@@ -197,6 +201,12 @@ class RetentionConfig(_Section):
     factor: float = Field(2.0, ge=1.0, le=100.0, description="TTL multiplier per repeat.")
     max_ttl: Duration = Field(365 * 86400, description="The longest TTL.")
 
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> RetentionConfig:
+        if self.base_ttl is not None and self.max_ttl is not None and self.max_ttl < self.base_ttl:
+            raise ValueError("max_ttl is shorter than base_ttl; raise max_ttl or lower base_ttl")
+        return self
+
 
 class AllowlistConfig(_Section):
     networks: list[Network] = Field([], description="Networks never published.")
@@ -206,10 +216,14 @@ class FeedAuthConfig(_Section):
     type: Literal["none", "basic", "bearer"] = Field("none", description="How consumers log in.")
     username: str | None = Field(None, description="Basic auth user name.")
     password: SecretStr | None = Field(None, description="Basic auth password (discouraged).")
-    password_env: str | None = Field(None, description="Environment variable with the password.")
+    password_env: str | None = Field(
+        None, min_length=1, description="Environment variable with the password."
+    )
     password_file: Path | None = Field(None, description="File holding the password.")
     token: SecretStr | None = Field(None, description="Bearer token (discouraged).")
-    token_env: str | None = Field(None, description="Environment variable with the token.")
+    token_env: str | None = Field(
+        None, min_length=1, description="Environment variable with the token."
+    )
     token_file: Path | None = Field(None, description="File holding the bearer token.")
 
     @model_validator(mode="after")
@@ -238,7 +252,7 @@ class FeedConfig(_Section):
     min_offenses: int = Field(1, ge=1, description="Only offenders with this many offenses.")
     seen_within: Duration = Field(None, description="Only offenders seen this recently.")
     max_entries: int = Field(131072, ge=1, le=10_000_000, description="Most lines published.")
-    aggregate: bool = Field(False, description="Merge addresses into CIDR blocks (lossless).")
+    aggregate: StrictBool = Field(False, description="Merge addresses into CIDR blocks (lossless).")
     auth: FeedAuthConfig = FeedAuthConfig()
     allow_from: list[Network] = Field([], description="Only these consumer networks may fetch.")
 
@@ -272,8 +286,17 @@ def split_listen(value: str) -> tuple[str, int]:
     """``"127.0.0.1:8080"`` or ``"[::1]:8080"`` → (host, port)."""
     host, sep, port = value.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ValueError('write listen as "host:port", like "127.0.0.1:8080" or "[::1]:8080"')
+    usage = 'write listen as "address:port", like "127.0.0.1:8080" or "[::1]:8080"'
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
+        raise ValueError(usage)
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        ip_address(host)  # an address, not a name: nothing is resolved
+    except ValueError:
+        raise ValueError(f"{usage}; the host must be an IP address") from None
+    if ":" in host and not value.startswith("["):
+        raise ValueError(f"{usage}; put an IPv6 address in brackets")
     return host, int(port)
 
 

@@ -205,6 +205,7 @@ class Daemon:
         self._server: _Server | None = None
         self.url: str | None = None
         self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.cycles = 0
 
     def bind(self) -> socket.socket:
@@ -217,13 +218,18 @@ class Daemon:
             self.url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
         return self._sock
 
+    def stop_threadsafe(self) -> None:
+        """Ask a daemon running in another thread to stop (tests, embedding)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.request_stop)
+
     def request_stop(self) -> None:
         self._stop.set()
         if self._server is not None:
             self._server.should_exit = True
 
     async def run(self, *, sock: socket.socket | None = None, signals: bool = True) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)

@@ -67,7 +67,7 @@ def db() -> None:
 @handle_errors
 def db_upgrade(ctx: Context) -> None:
     """Apply pending schema migrations to the store (SQLite or PostgreSQL)."""
-    store = Store(ctx.config.store_url())
+    store = Store(ctx.config.store_url(), create=True)
     try:
         before, after = store.upgrade()
     finally:
@@ -93,8 +93,9 @@ def check(ctx: Context) -> None:
     out.print(f"store {rt.store.display_url}: schema {rt.store.current_revision()} ok")
     with rt.store.read() as conn:
         statuses = q.device_statuses(conn)
-    # A probe is a real poll that is not stored: the collector's own polling code.
-    results = asyncio.run(rt.collector().poll({}, int(rt.clock())))
+    # A probe is a real poll that is not stored: the collector's own polling code. It respects
+    # the back-off after 401/429, so checking never extends a FortiGate's lock-out.
+    results = asyncio.run(rt.collector().poll(statuses, int(rt.clock())))
     rt.close()
     table = Table("device", "vdom", "result", "entries", "rejected", "ms", "last success")
     for r in results:
@@ -322,6 +323,25 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
         )
 
 
+# The simulator's fault modes, listed here so --help shows them without importing it.
+FAULT_MODES = (
+    "none",
+    "500",
+    "timeout",
+    "html",
+    "truncated",
+    "invalid",
+    "shape",
+    "huge",
+    "401",
+    "403",
+    "404",
+    "424",
+    "429",
+    "reset",
+)
+
+
 # -- simulator -------------------------------------------------------------------------------
 
 
@@ -333,7 +353,13 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
 @click.option("--entries", default=100, show_default=True, help="Entries per VDOM at start.")
 @click.option("--churn", default=0, show_default=True, help="Entries replaced per poll.")
 @click.option("--latency", default=0.0, show_default=True, help="Seconds added per answer.")
-@click.option("--fault", default="none", show_default=True, help="Fault mode of every device.")
+@click.option(
+    "--fault",
+    type=click.Choice(FAULT_MODES),
+    default="none",
+    show_default=True,
+    help="Fault mode of every device.",
+)
 @click.option(
     "--token",
     envvar="BANFEED_SIM_TOKEN",
@@ -362,8 +388,10 @@ def simulate(
     """Serve simulated FortiGates (the FortiOS banned-list API) for trying banfeed."""
     from .. import simulator
 
-    if fault not in simulator.FAULTS:
-        raise InputError(f"--fault {fault!r}: choose one of {', '.join(simulator.FAULTS)}")
+    if devices < 1:
+        raise InputError("--devices must be at least 1")
+    if (cert_file is None) != (key_file is None):
+        raise InputError("give --cert-file and --key-file together")
     fleet = simulator.SimFleet(seed=seed)
     names = [f"sim-{i + 1}" for i in range(devices)]
     for name in names:
@@ -386,6 +414,9 @@ def simulate(
         )
     if token == "banfeed-simulator-token" and "BANFEED_SIM_TOKEN" not in os.environ:
         err.print("\n(token: banfeed-simulator-token)")
-    simulator.serve_forever(
-        fleet, host=host, first_port=port, ssl_certfile=cert_file, ssl_keyfile=key_file
-    )
+    try:
+        simulator.serve_forever(
+            fleet, host=host, first_port=port, ssl_certfile=cert_file, ssl_keyfile=key_file
+        )
+    except (OSError, ValueError) as exc:  # port taken, host not an address, bad certificate
+        raise InputError(f"simulator cannot start on {host}:{port}: {exc}") from None

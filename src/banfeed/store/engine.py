@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -20,7 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from ..errors import SchemaError, StoreError
 
@@ -30,15 +31,16 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 class Store:
     """A database holding banfeed's state, reached through short transactions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = False) -> None:
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
             raise StoreError(f"store URL {url!r} is not valid: {exc}") from None
         self.dialect = parsed.get_backend_name()
         self.display_url = parsed.render_as_string(hide_password=True)
+        self.path = Path(parsed.database) if self.dialect == "sqlite" and parsed.database else None
         if self.dialect == "sqlite":
-            self.engine = self._sqlite_engine(parsed.database or "")
+            self.engine = self._sqlite_engine(parsed.database or "", create)
         elif self.dialect == "postgresql":
             self.engine = create_engine(
                 parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True
@@ -47,15 +49,21 @@ class Store:
             raise StoreError(f"store URL {self.display_url}: unsupported database {self.dialect}")
 
     @staticmethod
-    def _sqlite_engine(database: str) -> Engine:
-        if database and database != ":memory:":
-            folder = Path(database).parent
-            if not folder.is_dir():
-                raise StoreError(
-                    f"store {database}: folder {folder} does not exist — "
-                    "create it or fix [store] url"
-                )
-        engine = create_engine(f"sqlite:///{database}")
+    def _sqlite_engine(database: str, create: bool) -> Engine:
+        if not database or database == ":memory:":
+            raise StoreError("an in-memory SQLite store keeps nothing: give a file path")
+        folder = Path(database).parent
+        if not folder.is_dir():
+            raise StoreError(
+                f"store {database}: folder {folder} does not exist — create it or fix [store] url"
+            )
+        # Open existing stores read-write without creating: a missing file is an error (503 for
+        # feeds), not a silently empty store. No pool: each transaction opens the file anew, so
+        # a store restored or moved on disk is seen at once.
+        mode = "rwc" if create else "rw"
+        engine = create_engine(
+            f"sqlite:///file:{quote(database)}?mode={mode}&uri=true", poolclass=NullPool
+        )
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -82,7 +90,7 @@ class Store:
             with self.engine.connect() as connection, connection.begin():
                 yield connection
         except SQLAlchemyError as exc:
-            raise StoreError(f"store {self.display_url}: {_first_line(exc)}") from exc
+            raise self._error(exc) from exc
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -96,7 +104,15 @@ class Store:
                 finally:
                     connection.info["banfeed_write"] = False
         except SQLAlchemyError as exc:
-            raise StoreError(f"store {self.display_url}: {_first_line(exc)}") from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: SQLAlchemyError) -> StoreError:
+        if self.path is not None and not self.path.exists():
+            return SchemaError(
+                f"store {self.display_url}: no such file — run `banfeed init` or "
+                "`banfeed db upgrade` to create it, or fix [store] url"
+            )
+        return StoreError(f"store {self.display_url}: {_first_line(exc)}")
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -115,7 +131,7 @@ class Store:
             with self.engine.connect() as connection:
                 return MigrationContext.configure(connection).get_current_revision()
         except SQLAlchemyError as exc:
-            raise StoreError(f"store {self.display_url}: {_first_line(exc)}") from exc
+            raise self._error(exc) from exc
 
     def upgrade(self) -> tuple[str | None, str | None]:
         """Apply every pending migration; returns (revision before, revision after)."""
@@ -148,7 +164,7 @@ class Store:
 
 def open_store(url: str, *, create: bool = False) -> Store:
     """Open a store; with ``create`` bring its schema up to date, else insist it is."""
-    store = Store(url)
+    store = Store(url, create=create)
     try:
         if create:
             store.upgrade()
