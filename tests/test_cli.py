@@ -220,3 +220,9 @@ def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert (tmp_path / "env.db").exists()
     cli("--config", str(flag_cfg), "db", "upgrade", env={"BANFEED_CONFIG": str(env_cfg)})
     assert (tmp_path / "flag.db").exists()
+
+
+def test_simulate_lists_exactly_the_simulators_fault_modes() -> None:
+    from banfeed.cli.loop import FAULT_MODES
+
+    assert FAULT_MODES == simulator.FAULTS

@@ -255,3 +255,36 @@ def test_vdom_star_polls_every_vdom_in_one_request(
         assert {s.vdom for s in q.device_statuses(conn).values()} == {"*"}
         assert q.count_offenses(conn) == 12
     rt.close()
+
+
+def test_stopping_mid_write_finishes_the_transaction(
+    fleet: simulator.SimFleet,
+    run_sim: Any,
+    store_url: str,
+    tmp_path: Path,
+    monkeypatch: Any,
+    clock: Clock,
+) -> None:
+    device = fleet.add_device("fw", token="t")
+    device.populate("root", 20_000, ttl=None)
+    urls = run_sim()
+    monkeypatch.setenv("T", "t")
+    rt = make_runtime(
+        store_url, [{"name": "fw", "url": urls["fw"], "token_env": "T"}], tmp_path, clock
+    )
+    collector = rt.collector()
+
+    async def stop_while_writing() -> None:
+        task = asyncio.create_task(collector.cycle())
+        while collector.phase != "writing":
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(stop_while_writing())
+    assert collector.phase == "idle"
+    with rt.store.read() as conn:
+        assert q.count_offenses(conn) == 20_000  # the whole cycle, not part of it
+        assert q.count_offenders(conn) == 20_000
+    rt.close()

@@ -1,0 +1,5 @@
+"""``python -m banfeed`` runs the command line."""
+
+from banfeed.cli import main
+
+main()

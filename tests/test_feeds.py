@@ -1,0 +1,128 @@
+"""Feeds: caps, aggregation, time-driven changes, deterministic bytes and ETags, atomic files."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+
+from banfeed.errors import ExportError
+from banfeed.feeds import FeedSpec, build_feed, fortigate_config, render_text, write_atomically
+from banfeed.models import Offender
+from banfeed.policy import Allowlist
+from banfeed.server.cache import FeedCache
+from banfeed.store import open_store
+from banfeed.store import queries as q
+from conftest import T0, Clock
+
+NONE = Allowlist()
+
+
+def offender(ip: str, last: int = T0, count: int = 1, until: int | None = None) -> Offender:
+    return Offender(
+        ip_address(ip), last, last, count, ("IPS",), ("fw",), ("fw/root",), until, "listed"
+    )
+
+
+def fill(store_url: str, offenders: list[Offender]) -> None:
+    store = open_store(store_url, create=True)
+    with store.write() as conn:
+        q.insert_offenders(conn, [q.offender_tuple(o, T0) for o in offenders])
+        q.bump_version(conn)
+    store.close()
+
+
+def test_cap_aggregates_first_then_keeps_most_recent_and_most_repeated(store_url: str) -> None:
+    block = [offender(f"45.33.32.{i}", last=T0 - 100) for i in range(8)]  # 45.33.32.0/29
+    loose = [
+        offender("93.184.216.34", last=T0 - 5, count=1),
+        offender("1.1.1.1", last=T0 - 5, count=3),
+    ]
+    fill(store_url, block + loose)
+    store = open_store(store_url)
+    with store.read() as conn:
+        roomy = build_feed(conn, FeedSpec("f", max_entries=20), NONE, T0)
+        tight = build_feed(conn, FeedSpec("f", max_entries=3), NONE, T0)
+        tiny = build_feed(conn, FeedSpec("f", max_entries=2), NONE, T0)
+    store.close()
+    assert len(roomy.entries) == 10 and roomy.overflow == 0  # no aggregation asked, none needed
+    assert [str(e) for e in tight.entries] == ["1.1.1.1", "45.33.32.0/29", "93.184.216.34"]
+    assert tight.overflow == 0  # lossless merge was enough
+    assert [str(e) for e in tiny.entries] == ["1.1.1.1", "93.184.216.34"]  # most recent kept
+    assert tiny.overflow == 8 and tiny.matched == 10
+
+
+def test_aggregate_flag_merges_and_stays_lossless(store_url: str) -> None:
+    fill(store_url, [offender(f"45.33.32.{i}") for i in range(4)] + [offender("45.33.32.9")])
+    store = open_store(store_url)
+    with store.read() as conn:
+        build = build_feed(conn, FeedSpec("f", aggregate=True), NONE, T0)
+    store.close()
+    assert render_text(build, T0, NONE) == b"45.33.32.0/30\n45.33.32.9\n"
+
+
+def test_feed_changes_when_an_offender_expires_without_a_store_change(store_url: str) -> None:
+    fill(store_url, [offender("1.1.1.1", until=T0 + 100), offender("8.8.4.4", until=T0 + 1000)])
+    clock = Clock(T0)
+    store = open_store(store_url)
+    cache = FeedCache(store, [FeedSpec("f")], NONE, clock)
+    assert cache.refresh() == ["f"]
+    first = cache.get("f", "txt")
+    assert first is not None and first.body == b"1.1.1.1\n8.8.4.4\n"
+    clock.now = T0 + 50
+    assert cache.refresh() == []  # nothing can have changed: no rebuild
+    clock.now = T0 + 100
+    assert cache.refresh() == ["f"]
+    second = cache.get("f", "txt")
+    assert second is not None and second.body == b"8.8.4.4\n" and second.etag != first.etag
+    store.close()
+
+
+def test_etag_follows_bytes_and_replicas_agree(store_url: str) -> None:
+    fill(store_url, [offender("1.1.1.1"), offender("2.2.2.2")])
+    clock = Clock(T0)
+    one, two = open_store(store_url), open_store(store_url)
+    a = FeedCache(one, [FeedSpec("f")], NONE, clock)
+    b = FeedCache(two, [FeedSpec("f")], NONE, clock)
+    a.refresh()
+    clock.now += 30
+    b.refresh()
+    ra, rb = a.get("f", "txt"), b.get("f", "txt")
+    assert ra is not None and rb is not None
+    assert (ra.body, ra.etag, ra.gzipped, ra.last_modified) == (
+        rb.body,
+        rb.etag,
+        rb.gzipped,
+        rb.last_modified,
+    )
+    # The store changes but the feed's bytes do not (a private address arrives): same ETag.
+    with one.write() as conn:
+        q.insert_offenders(conn, [q.offender_tuple(offender("10.1.1.1"), T0)])
+        q.bump_version(conn)
+    clock.now += 30
+    assert a.refresh() == ["f"]
+    again = a.get("f", "txt")
+    assert again is not None and again.etag == ra.etag and again.last_modified == ra.last_modified
+    one.close()
+    two.close()
+
+
+def test_write_atomically_replaces_and_reports_errors(tmp_path: Path) -> None:
+    target = tmp_path / "ips.txt"
+    write_atomically(target, b"1.1.1.1\n")
+    target.chmod(0o640)
+    write_atomically(target, b"2.2.2.2\n")
+    assert target.read_bytes() == b"2.2.2.2\n"
+    assert target.stat().st_mode & 0o777 == 0o640  # the operator's mode is kept
+    assert [p.name for p in tmp_path.iterdir()] == ["ips.txt"]
+    with pytest.raises(ExportError, match="cannot write"):
+        write_atomically(tmp_path / "missing" / "ips.txt", b"x")
+
+
+def test_fortigate_config_truncates_names_to_fortios_limits() -> None:
+    text = fortigate_config("a" * 60, "http://192.0.2.1:8080", None, 5)
+    quoted = ('edit "', 'set name "', 'set srcaddr "')
+    names = [line.split('"')[1] for line in text.splitlines() if any(k in line for k in quoted)]
+    assert len(names) == 3 and all(len(n) <= 35 for n in names)
+    assert "server-identity-check" not in text and "username" not in text
