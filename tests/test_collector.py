@@ -288,3 +288,34 @@ def test_stopping_mid_write_finishes_the_transaction(
         assert q.count_offenses(conn) == 20_000  # the whole cycle, not part of it
         assert q.count_offenders(conn) == 20_000
     rt.close()
+
+
+@pytest.mark.parametrize(("concurrency", "expected"), [(2, 2), (16, 6)])
+def test_polls_run_concurrently_within_the_bound(
+    fleet: simulator.SimFleet,
+    run_sim: Any,
+    tmp_path: Path,
+    monkeypatch: Any,
+    clock: Clock,
+    concurrency: int,
+    expected: int,
+) -> None:
+    for i in range(3):
+        fleet.add_device(f"fw{i}", token="t", vdoms=["root", "dmz"], entries=2, latency=0.3)
+    urls = run_sim()
+    monkeypatch.setenv("T", "t")
+    devices = [
+        {"name": name, "url": url, "token_env": "T", "vdoms": ["root", "dmz"]}
+        for name, url in urls.items()
+    ]
+    rt = make_runtime(
+        f"sqlite:///{tmp_path / 'c.db'}",
+        devices,
+        tmp_path,
+        clock,
+        collect={"concurrency": concurrency},
+    )
+    report = cycle(rt)
+    assert not report.failed and report.new_offenses == 12
+    assert fleet.max_in_flight == expected  # six VDOM polls: all at once, or two at a time
+    rt.close()

@@ -250,6 +250,8 @@ class SimFleet:
         self.rng = random.Random(seed)
         self.devices: dict[str, SimDevice] = {}
         self._ports: dict[int, str] = {}  # local port -> device name, filled by start()
+        self.in_flight = 0  # requests being answered now, across the fleet
+        self.max_in_flight = 0  # the most at once: shows how a client bounds its concurrency
 
     def add_device(
         self,
@@ -302,9 +304,14 @@ class SimFleet:
         if device is None:
             return PlainTextResponse("no simulated device here", status_code=404)
         device.requests += 1
-        if not await _sleep(request, device.latency):
-            return Response(status_code=499)  # client gone: uvicorn sends nothing
-        return await _answer(device, request)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if not await _sleep(request, device.latency):
+                return Response(status_code=499)  # client gone: uvicorn sends nothing
+            return await _answer(device, request)
+        finally:
+            self.in_flight -= 1
 
 
 async def _answer(device: SimDevice, request: Request) -> Response:

@@ -156,6 +156,11 @@ def collect(ctx: Context, quiet: bool) -> None:
         raise SystemExit(EXIT_FAILED)
 
 
+def short_time(epoch: int) -> str:
+    """Minutes are enough in a table; JSON and CSV carry full ISO-8601 times."""
+    return (iso(epoch) or "")[:16].replace("T", " ")
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 
@@ -180,18 +185,19 @@ def list_(ctx: Context, show_all: bool, fmt: str, limit: int) -> None:
     if fmt == "csv":
         click.echo(csv_bytes(offenders, now, allow), nl=False)
         return
-    table = Table("ip", "state", "offenses", "first", "last", "causes", "devices", "active until")
+    table = Table("ip", "state", "n", "last offense", "causes", "devices", "active until")
+    for column in (0, 3, 6):
+        table.columns[column].no_wrap = True
     shown = offenders if limit <= 0 else offenders[:limit]
     for o in shown:
         table.add_row(
             str(o.ip),
             state(o, now, allow),
             str(o.offense_count),
-            iso(o.first_offense),
-            iso(o.last_offense),
+            short_time(o.last_offense),
             ", ".join(o.sources),
             ", ".join(o.devices),
-            iso(o.active_until) or "forever",
+            short_time(o.active_until) if o.active_until is not None else "forever",
         )
     out.print(table)
     more = (
