@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "service": 6,
     "simulator": 6,
     "cli": 7,
+    "__main__": 8,
 }
 
 

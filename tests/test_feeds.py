@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from banfeed.errors import ExportError
-from banfeed.feeds import FeedSpec, build_feed, fortigate_config, render_text, write_atomically
+from banfeed.feeds import (
+    FeedPolicy,
+    FeedSpec,
+    build_feed,
+    fortigate_config,
+    render_text,
+    write_atomically,
+)
 from banfeed.models import Offender
 from banfeed.policy import Allowlist
 from banfeed.server.cache import FeedCache
@@ -17,6 +24,7 @@ from banfeed.store import queries as q
 from conftest import T0, Clock
 
 NONE = Allowlist()
+POLICY = FeedPolicy(NONE)
 
 
 def offender(ip: str, last: int = T0, count: int = 1, until: int | None = None) -> Offender:
@@ -42,9 +50,9 @@ def test_cap_aggregates_first_then_keeps_most_recent_and_most_repeated(store_url
     fill(store_url, block + loose)
     store = open_store(store_url)
     with store.read() as conn:
-        roomy = build_feed(conn, FeedSpec("f", max_entries=20), NONE, T0)
-        tight = build_feed(conn, FeedSpec("f", max_entries=3), NONE, T0)
-        tiny = build_feed(conn, FeedSpec("f", max_entries=2), NONE, T0)
+        roomy = build_feed(conn, FeedSpec("f", max_entries=20), POLICY, T0)
+        tight = build_feed(conn, FeedSpec("f", max_entries=3), POLICY, T0)
+        tiny = build_feed(conn, FeedSpec("f", max_entries=2), POLICY, T0)
     store.close()
     assert len(roomy.entries) == 10 and roomy.overflow == 0  # no aggregation asked, none needed
     assert [str(e) for e in tight.entries] == ["1.1.1.1", "45.33.32.0/29", "93.184.216.34"]
@@ -57,7 +65,7 @@ def test_aggregate_flag_merges_and_stays_lossless(store_url: str) -> None:
     fill(store_url, [offender(f"45.33.32.{i}") for i in range(4)] + [offender("45.33.32.9")])
     store = open_store(store_url)
     with store.read() as conn:
-        build = build_feed(conn, FeedSpec("f", aggregate=True), NONE, T0)
+        build = build_feed(conn, FeedSpec("f", aggregate=True), POLICY, T0)
     store.close()
     assert render_text(build, T0, NONE) == b"45.33.32.0/30\n45.33.32.9\n"
 
@@ -66,7 +74,7 @@ def test_feed_changes_when_an_offender_expires_without_a_store_change(store_url:
     fill(store_url, [offender("1.1.1.1", until=T0 + 100), offender("8.8.4.4", until=T0 + 1000)])
     clock = Clock(T0)
     store = open_store(store_url)
-    cache = FeedCache(store, [FeedSpec("f")], NONE, clock)
+    cache = FeedCache(store, [FeedSpec("f")], POLICY, clock)
     assert cache.refresh() == ["f"]
     first = cache.get("f", "txt")
     assert first is not None and first.body == b"1.1.1.1\n8.8.4.4\n"
@@ -83,8 +91,8 @@ def test_etag_follows_bytes_and_replicas_agree(store_url: str) -> None:
     fill(store_url, [offender("1.1.1.1"), offender("2.2.2.2")])
     clock = Clock(T0)
     one, two = open_store(store_url), open_store(store_url)
-    a = FeedCache(one, [FeedSpec("f")], NONE, clock)
-    b = FeedCache(two, [FeedSpec("f")], NONE, clock)
+    a = FeedCache(one, [FeedSpec("f")], POLICY, clock)
+    b = FeedCache(two, [FeedSpec("f")], POLICY, clock)
     a.refresh()
     clock.now += 30
     b.refresh()

@@ -110,6 +110,12 @@ class FortiGateConfig(_Section):
     ca_file: Path | None = Field(None, description="CA bundle for a self-signed device.")
     timeout: FiniteDuration = Field(10, description="Time allowed for one request.")
     max_response: Size = Field(256 * 1024**2, description="Largest answer accepted.")
+    push_quarantine: StrictBool | None = Field(
+        None, description="Receive pushed quarantines (default: [push] quarantine)."
+    )
+    push_feed: str | None = Field(
+        None, description="Name of a push-type threat feed on this device to keep in sync."
+    )
 
     @field_validator("url")
     @classmethod
@@ -200,12 +206,42 @@ class RetentionConfig(_Section):
     base_ttl: Duration = Field(30 * 86400, description="How long a first offense stays active.")
     factor: float = Field(2.0, ge=1.0, le=100.0, description="TTL multiplier per repeat.")
     max_ttl: Duration = Field(365 * 86400, description="The longest TTL.")
+    keep_history: Duration = Field(
+        400 * 86400, description="`prune` deletes offenses and events older than this."
+    )
 
     @model_validator(mode="after")
     def _cap_not_below_base(self) -> RetentionConfig:
         if self.base_ttl is not None and self.max_ttl is not None and self.max_ttl < self.base_ttl:
             raise ValueError("max_ttl is shorter than base_ttl; raise max_ttl or lower base_ttl")
         return self
+
+
+class SafetyConfig(_Section):
+    protect: list[Network] = Field([], description="Your own ranges: never published.")
+    max_prefix_v4: int = Field(16, ge=8, le=32, description="Broadest IPv4 network published.")
+    max_prefix_v6: int = Field(48, ge=16, le=128, description="Broadest IPv6 network published.")
+    max_drop: float = Field(
+        0.5, gt=0.0, le=1.0, description="Unexplained share a feed may lose in one step."
+    )
+
+
+class EscalationConfig(_Section):
+    enabled: StrictBool = Field(False, description="Publish a whole prefix for busy prefixes.")
+    min_offenders: int = Field(8, ge=2, description="Active offenders in one prefix to do it.")
+    prefix_v4: int = Field(24, ge=16, le=31, description="IPv4 prefix length escalated to.")
+    prefix_v6: int = Field(64, ge=32, le=127, description="IPv6 prefix length escalated to.")
+
+
+class PushConfig(_Section):
+    quarantine: StrictBool = Field(
+        False, description="Quarantine new offenders on the other FortiGates too."
+    )
+    max_per_cycle: int = Field(500, ge=1, description="Addresses pushed per device per cycle.")
+    max_expiry: FiniteDuration = Field(
+        30 * 86400, description="Longest quarantine pushed (else: until active_until)."
+    )
+    feed: str | None = Field(None, description="Feed synced to devices' push_feed.")
 
 
 class AllowlistConfig(_Section):
@@ -308,6 +344,9 @@ class Config(_Section):
     feeds: list[FeedConfig] = []
     collect: CollectConfig = CollectConfig()
     server: ServerConfig = ServerConfig()
+    safety: SafetyConfig = SafetyConfig()
+    escalation: EscalationConfig = EscalationConfig()
+    push: PushConfig = PushConfig()
     # Where relative paths in the file are resolved; set by load(), not a TOML key.
     base_dir: Path = Field(Path("."), exclude=True)
 
@@ -320,6 +359,11 @@ class Config(_Section):
                 raise ValueError(f"{section}: names must be unique; repeated: {', '.join(dupes)}")
         if not self.feeds:
             object.__setattr__(self, "feeds", [FeedConfig(name="quarantine")])
+        feed_names = {feed.name for feed in self.feeds}
+        if self.push.feed is not None and self.push.feed not in feed_names:
+            raise ValueError(f"push.feed: no feed named {self.push.feed!r}")
+        if self.push.feed is None and any(fg.push_feed for fg in self.fortigates):
+            raise ValueError("fortigates: push_feed is set; set push.feed to the feed to sync")
         return self
 
     def store_url(self) -> str:

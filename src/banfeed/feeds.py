@@ -16,15 +16,24 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
 
 from .errors import ExportError
-from .models import Offender
-from .net import IPAddress, IPNetwork, aggregate, sort_key
-from .policy import Allowlist, state, suppression_reason
+from .models import Ban, Offender
+from .net import IPAddress, IPNetwork, NetworkSet, aggregate, carve, sort_key
+from .policy import (
+    Allowlist,
+    Escalation,
+    PrefixGuard,
+    build_allowlist,
+    holes,
+    state,
+    suppression_reason,
+)
 from .store import queries as q
 from .timeutil import iso
 
@@ -61,19 +70,53 @@ class FeedSpec:
             return f"last offense {iso(offender.last_offense)} is older than seen_within"
         return None
 
+    def excludes_ban(self, ban: Ban) -> str | None:
+        """Which filter leaves a manual or imported ban out: only family, and device-based
+        filters (a ban was reported by no device) unless ``causes`` names its provenance."""
+        if self.family != "any" and self.family != f"ipv{ban.network.version}":
+            return f"family is {self.family}"
+        if self.causes and ban.provenance not in self.causes:
+            return f"causes {sorted(self.causes)} do not include {ban.provenance!r}"
+        if self.devices or self.vdoms:
+            return "the feed takes offenders of given devices or VDOMs only"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPolicy:
+    """What every feed applies besides its own filters (from config; store entries added)."""
+
+    allowlist: Allowlist  # config allowlist and protect; the store's entries are added per build
+    guard: PrefixGuard = PrefixGuard()
+    escalation: Escalation | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class FeedBuild:
     """One feed computed at one moment: what it publishes and why it has that size."""
 
     spec: FeedSpec
-    offenders: list[Offender]  # published, numeric order
-    entries: list[IPAddress | IPNetwork]  # the lines of the plain feed
+    offenders: list[Offender]  # published offenders, numeric order
+    bans: list[Ban]  # published manual and imported bans
+    escalated: list[IPNetwork]  # prefixes published instead of their offenders
+    entries: list[IPAddress | IPNetwork]  # the lines of the plain feed, numeric order
     matched: int  # offenders that matched before the cap
     overflow: int  # matching offenders left out by max_entries
     valid_until: int | None  # the feed changes by itself then (an expiry), store or not
     version: int  # the store version it was built from
     built: int
+    allowlist: Allowlist  # the effective allowlist it was built with
+
+
+def effective_allowlist(conn: Connection, base: Allowlist, now: int) -> Allowlist:
+    """The configured allowlist and protect ranges plus the store's current allow entries."""
+    stored = q.allow_entries(conn, now)
+    if not stored:
+        return base
+    merged = Allowlist(iter(base))
+    for entry, label in build_allowlist((), (), stored):
+        merged.add(entry, label)
+    return merged
 
 
 def feed_offenders(
@@ -87,44 +130,73 @@ def feed_offenders(
     ]
 
 
-def build_feed(conn: Connection, spec: FeedSpec, allowlist: Allowlist, now: int) -> FeedBuild:
+def build_feed(conn: Connection, spec: FeedSpec, policy: FeedPolicy, now: int) -> FeedBuild:
     """Compute a feed in one read transaction.
 
-    Over ``max_entries``: first merge into CIDR blocks where that loses nothing; if still over,
-    keep the most recent, then most repeated, offenders, and report how many were left out.
+    Offenders (addresses) and bans (networks) are combined; escalated prefixes replace their
+    offenders; every network has the never-block, protected and allowlisted ranges carved out
+    exactly, and none is broader than the prefix guard. Over ``max_entries``: first merge into
+    CIDR blocks where that loses nothing; if still over, keep the bans, then the most recent,
+    then most repeated, offenders, and report how many were left out.
     """
     version = q.store_version(conn)
-    matched = feed_offenders(conn, spec, allowlist, now)
+    allow = effective_allowlist(conn, policy.allowlist, now)
+    matched = feed_offenders(conn, spec, allow, now)
+    bans = [b for b in q.active_bans(conn, now) if spec.excludes_ban(b) is None]
+    escalated = policy.escalation.prefixes(o.ip for o in matched) if policy.escalation else []
+    networks = policy.guard.split(carve([b.network for b in bans] + escalated, holes(allow)))
     published = matched
-    entries = _entries(published, spec.aggregate or len(published) > spec.max_entries)
+    entries = _entries(published, networks, spec.aggregate, policy.guard)
     if len(entries) > spec.max_entries:
+        entries = _entries(published, networks, True, policy.guard)
+    if len(entries) > spec.max_entries:
+        room = max(0, spec.max_entries - len(networks))
         ranked = sorted(matched, key=lambda o: (o.last_offense, o.offense_count), reverse=True)
-        published = sorted(ranked[: spec.max_entries], key=lambda o: sort_key(o.ip))
-        entries = _entries(published, True)
+        published = sorted(ranked[:room], key=lambda o: sort_key(o.ip))
+        entries = _entries(published, networks, True, policy.guard)[: spec.max_entries]
     return FeedBuild(
         spec=spec,
         offenders=published,
+        bans=bans,
+        escalated=escalated,
         entries=entries,
         matched=len(matched),
         overflow=len(matched) - len(published),
-        valid_until=_valid_until(matched, spec),
+        valid_until=_valid_until(matched, bans, spec, conn, now),
         version=version,
         built=now,
+        allowlist=allow,
     )
 
 
-def _entries(offenders: list[Offender], merge: bool) -> list[IPAddress | IPNetwork]:
-    if not merge:
-        return [o.ip for o in offenders]
-    return [
-        n.network_address if n.num_addresses == 1 else n for n in aggregate(o.ip for o in offenders)
-    ]
+def _entries(
+    offenders: list[Offender], networks: list[IPNetwork], merge: bool, guard: PrefixGuard
+) -> list[IPAddress | IPNetwork]:
+    if merge:
+        merged = guard.split(aggregate([*(o.ip for o in offenders), *networks]))
+        return [n.network_address if n.num_addresses == 1 else n for n in merged]
+    covered = NetworkSet((n, True) for n in networks)
+    lines: list[IPAddress | IPNetwork] = [o.ip for o in offenders if covered.match(o.ip) is None]
+    if not networks:
+        return lines  # offenders come in numeric order already
+    lines += [n.network_address if n.num_addresses == 1 else n for n in networks]
+    return sorted(lines, key=_line_key)
 
 
-def _valid_until(offenders: list[Offender], spec: FeedSpec) -> int | None:
+def _line_key(line: IPAddress | IPNetwork) -> tuple[int, int, int]:
+    if isinstance(line, IPv4Network | IPv6Network):
+        return (line.version, int(line.network_address), line.prefixlen)
+    return (line.version, int(line), line.max_prefixlen)
+
+
+def _valid_until(
+    offenders: list[Offender], bans: list[Ban], spec: FeedSpec, conn: Connection, now: int
+) -> int | None:
     moments = [o.active_until for o in offenders if o.active_until is not None]
     if spec.seen_within is not None:
         moments += [o.last_offense + spec.seen_within for o in offenders]
+    moments += [b.expires for b in bans if b.expires is not None]
+    moments += [e.expires for e in q.allow_entries(conn, now) if e.expires is not None]
     return min(moments, default=None)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -41,6 +42,8 @@ from .models import Offense, Rejected, VdomList
 from .net import IPAddress, parse_address
 
 BANNED_PATH = "/api/v2/monitor/user/banned"
+ENTRY_LIST_PATH = "/api/v2/monitor/system/external-resource/entry-list"
+DYNAMIC_PATH = "/api/v2/monitor/system/external-resource/dynamic"
 MAX_SOURCE_TEXT = 64
 MAX_EPOCH = 2**40  # year 36812: anything beyond is garbage, not a time
 
@@ -77,6 +80,18 @@ class DeviceTarget:
 
     def __repr__(self) -> str:  # never show the token
         return f"DeviceTarget(name={self.name!r}, url={self.url!r}, vdoms={self.vdoms!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStatus:
+    """A device's view of one threat feed it loads (``entry-list`` monitor)."""
+
+    feed: str
+    valid: int
+    invalid: int
+    overflow: bool  # FortiOS reports a flag (true when entries were dropped over its limit)
+    http_status: int | None
+    content_time: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,14 +143,54 @@ class FortiOSClient:
             parse_banned(self.target.name, vdom, body), fingerprint, unchanged=False
         )
 
+    async def add_users(self, addresses: Sequence[str], expiry: int, vdom: str = "root") -> None:
+        """Quarantine ``addresses`` for ``expiry`` seconds (0: no expiry) on this device."""
+        body = {"ip_addresses": list(addresses), "expiry": max(0, expiry)}
+        await self._post(f"{BANNED_PATH}/add_users", {"vdom": vdom}, body)
+
+    async def clear_users(self, addresses: Sequence[str], vdom: str = "root") -> None:
+        """Release ``addresses`` from this device's quarantine."""
+        await self._post(
+            f"{BANNED_PATH}/clear_users", {"vdom": vdom}, {"ip_addresses": list(addresses)}
+        )
+
+    async def push_feed(self, feed: str, command: str, entries: Sequence[str]) -> None:
+        """Send ``snapshot``/``add``/``remove`` to a threat feed with ``update-method push``."""
+        body = {"commands": [{"name": feed, "command": command, "entries": list(entries)}]}
+        await self._post(DYNAMIC_PATH, {}, body)
+
+    async def feed_status(self, feed: str) -> FeedStatus:
+        """What the device loaded from threat feed ``feed`` (external resource ``mkey``)."""
+        body = await self._get(ENTRY_LIST_PATH, {"mkey": feed})
+        return parse_entry_list(self.target.name, feed, body)
+
+    async def _post(self, path: str, params: dict[str, str], body: dict[str, Any]) -> None:
+        answer = await self._request("POST", path, params, json.dumps(body).encode())
+        try:
+            document = json.loads(answer) if answer.strip() else {}
+        except ValueError:
+            raise DeviceBadResponse(self.target.name, f"{path}: answer is not JSON") from None
+        if not isinstance(document, dict) or document.get("status", "success") != "success":
+            detail = _short(document) if isinstance(document, dict) else _kind(document)
+            raise DeviceBadResponse(self.target.name, f"{path}: not a success ({detail})")
+
     async def _get(self, path: str, params: dict[str, str]) -> bytes:
+        return await self._request("GET", path, params, None)
+
+    async def _request(
+        self, method: str, path: str, params: dict[str, str], content: bytes | None
+    ) -> bytes:
         name = self.target.name
         if self.target.token is None:
             raise DeviceConfigError(name, self.target.token_problem or "no token configured")
         assert self._client is not None, "use FortiOSClient as an async context manager"
         headers = {"Authorization": f"Bearer {self.target.token.get_secret_value()}"}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
         try:
-            async with self._client.stream("GET", path, params=params, headers=headers) as resp:
+            async with self._client.stream(
+                method, path, params=params, headers=headers, content=content
+            ) as resp:
                 if resp.status_code != 200:
                     await resp.aread() if _small(resp) else None
                     raise _status_error(name, resp)
@@ -307,3 +362,32 @@ def _kind(value: Any) -> str:
 def _short(obj: dict[str, Any]) -> str:
     keys = ("http_status", "error", "cli_error")
     return ", ".join(f"{k}={str(obj[k])[:80]}" for k in keys if k in obj) or "no detail"
+
+
+def parse_entry_list(device: str, feed: str, body: bytes) -> FeedStatus:
+    """Validate an ``external-resource/entry-list`` answer into counts (all optional but typed)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise DeviceBadResponse(device, "entry-list answer is not valid JSON") from None
+    results = document.get("results") if isinstance(document, dict) else None
+    if isinstance(results, list) and len(results) == 1:
+        results = results[0]
+    if not isinstance(results, dict):
+        raise DeviceBadResponse(device, f"entry-list: 'results' is {_kind(results)}")
+
+    def count(*keys: str) -> int | None:
+        for key in keys:
+            value = results.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return value
+        return None
+
+    return FeedStatus(
+        feed=feed,
+        valid=count("valid_count") or 0,
+        invalid=count("invalid_count") or 0,
+        overflow=bool(results.get("overflow")),
+        http_status=count("http_status_code", "status_code"),
+        content_time=count("last_content_update_time", "last_update_time"),
+    )

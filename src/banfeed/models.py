@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import DeviceError
-from .net import IPAddress
+from .net import IPAddress, IPNetwork
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +106,26 @@ class PollResult:
     @property
     def rejected(self) -> int:
         return sum(len(v.rejected) for v in self.lists)
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """An operator's decision to publish an address or network, whatever devices report."""
+
+    network: IPNetwork
+    created: int
+    expires: int | None  # None: until unbanned
+    provenance: str  # manual | imported
+    actor: str
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AllowEntry:
+    """A network never to publish, kept in the store (beside the config's allowlist)."""
+
+    network: IPNetwork
+    created: int
+    expires: int | None
+    actor: str
+    note: str | None = None

@@ -210,3 +210,31 @@ def aggregate(items: Iterable[IPAddress | IPNetwork]) -> list[IPNetwork]:
         else:
             v6.append(network)
     return [*collapse_addresses(v4), *collapse_addresses(v6)]
+
+
+def carve(networks: Iterable[IPAddress | IPNetwork], holes: Iterable[IPNetwork]) -> list[IPNetwork]:
+    """The minimal CIDR set covering ``networks`` minus ``holes``, per family, IPv4 first.
+
+    ``address_exclude`` splits a network around one hole into the fewest networks; holes are
+    applied one after another, and the result is collapsed again.
+    """
+    remaining = aggregate(networks)
+    hole_list = aggregate(holes)
+    for hole in hole_list:
+        next_round: list[IPNetwork] = []
+        for network in remaining:
+            if network.version != hole.version or not network.overlaps(hole):
+                next_round.append(network)
+            elif hole.supernet_of(network):  # type: ignore[arg-type]
+                continue  # wholly inside the hole: gone
+            else:
+                next_round.extend(network.address_exclude(hole))  # type: ignore[arg-type]
+        remaining = next_round
+    return aggregate(remaining)
+
+
+def split_to_prefix(network: IPNetwork, max_prefix: int) -> list[IPNetwork]:
+    """``network`` itself, or its subnets of length ``max_prefix`` if it is broader."""
+    if network.prefixlen >= max_prefix:
+        return [network]
+    return list(network.subnets(new_prefix=max_prefix))

@@ -22,9 +22,9 @@ import uvicorn
 from .collector import Collector, CycleReport
 from .config import Config, FeedConfig, read_secret, split_listen
 from .errors import BanfeedError, ConfigError
-from .feeds import FeedSpec
+from .feeds import FeedPolicy, FeedSpec
 from .fortios import DeviceTarget
-from .policy import Allowlist, Retention
+from .policy import Allowlist, Escalation, PrefixGuard, Retention, build_allowlist
 from .server import FeedAccess, FeedCache, ServerState, create_app
 from .store import Store, open_store
 from .store import queries as q
@@ -39,7 +39,23 @@ def retention(config: Config) -> Retention:
 
 
 def allowlist(config: Config) -> Allowlist:
-    return Allowlist((network, "config [allowlist]") for network in config.allowlist.networks)
+    """The configured allowlist and protected ranges (the store's entries are added per use)."""
+    return build_allowlist(config.allowlist.networks, config.safety.protect)
+
+
+def feed_policy(config: Config) -> FeedPolicy:
+    esc = config.escalation
+    return FeedPolicy(
+        allowlist=allowlist(config),
+        guard=guard(config),
+        escalation=Escalation(esc.min_offenders, esc.prefix_v4, esc.prefix_v6)
+        if esc.enabled
+        else None,
+    )
+
+
+def guard(config: Config) -> PrefixGuard:
+    return PrefixGuard(config.safety.max_prefix_v4, config.safety.max_prefix_v6)
 
 
 def feed_spec(feed: FeedConfig) -> FeedSpec:
@@ -191,7 +207,7 @@ class Daemon:
         self.access = feed_access(config)  # before anything starts: fail fast on secrets
         self.store = open_store(config.store_url())
         self.cache = FeedCache(
-            self.store, [feed_spec(f) for f in config.feeds], allowlist(config), clock
+            self.store, [feed_spec(f) for f in config.feeds], feed_policy(config), clock
         )
         self.state = ServerState(
             cache=self.cache,

@@ -1,4 +1,4 @@
-"""A fleet of fake FortiGates answering ``GET /api/v2/monitor/user/banned``.
+"""A fleet of fake FortiGates speaking the parts of the FortiOS REST API banfeed uses.
 
 banfeed's poller must be tested against something that behaves like real FortiOS, including
 the ugly parts: HTML error pages, 401/429 lock-outs, hung connections, resets, truncated or
@@ -7,11 +7,38 @@ to misbehave on demand, so this module serves the documented response shapes (se
 fixtures in the FortiOS notes) from an in-process uvicorn server, one listening socket per
 simulated device, with faults, latency, expiry and churn switchable per device at run time.
 
+Endpoints (all under ``/api/v2/monitor``; Bearer token only, ``?access_token=`` is refused):
+
+- ``GET user/banned[/select]?vdom=V|a,b|*``: the quarantine list (expiry and churn applied).
+- ``POST user/banned/add_users?vdom=V`` ``{"ip_addresses": [...], "expiry": s}`` (0: none).
+- ``POST user/banned/clear_users?vdom=V`` ``{"ip_addresses": [...]}``.
+- ``POST user/banned/clear_all?vdom=V``.
+- ``GET user/banned/check?vdom=V&ip_address=X``: ``{"ip_address", "is_banned"}``.
+- ``GET system/external-resource/entry-list?mkey=F[&start=&count=]``: what a threat feed
+  (``SimDevice.add_feed``) holds, shaped like the v7.4.2 fixture.
+- ``POST system/external-resource/refresh?mkey=F``: fetch a pull feed now
+  (``SimDevice.refresh_feed``: loopback URLs only, a real HTTP GET like the FortiGate's curl).
+- ``POST system/external-resource/dynamic`` ``{"commands": [...]}``: push feeds (7.2.1+).
+
+Bad write bodies get 400 ``{"status": "error", "http_status": 400, "error": -1}``; unknown
+vdoms and feeds get 404 with ``"error": -3``.
+
+Fault modes (``SimDevice.fault``), checked after ``latency`` and before anything else:
+
+- every endpoint: ``401`` (HTML, even with a good token), ``403``/``404``/``424``/``429``
+  (JSON error; 429 with ``Retry-After: 60``), ``500`` (HTML), ``html`` (a 200 login page),
+  ``timeout`` (hang ``timeout_delay`` seconds, then answer), ``reset`` (TCP RST).
+- the banned list only: ``truncated`` (half the JSON), ``invalid`` (garbage entries added),
+  ``shape`` (``results`` is not a list), ``huge`` (padded to ``huge_bytes``). Other endpoints
+  answer normally under these.
+
+Every request is counted in ``SimDevice.requests`` and recorded in ``SimDevice.calls``.
+
 It deliberately shares no code with banfeed's client: a simulator that reused the client's
 parsing or models would agree with the client's bugs instead of exposing them.
 
-Only IP literals are accepted as bind addresses, so nothing is ever resolved; the default is
-127.0.0.1.
+Only IP literals are accepted as bind addresses, and feed URLs must name a loopback host, so
+nothing is ever resolved or fetched off this machine; the default bind address is 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -23,22 +50,25 @@ import gc
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import json
 import random
 import signal
 import socket
+import ssl
 import struct
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import EllipsisType, FrameType
-from typing import Any
+from typing import Any, Final
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -55,7 +85,10 @@ FAULTS = (
 SOURCES = ("IPS", "DoS", "AV", "APP", "DLP")
 DEFAULT_TTL = 300  # FortiOS default quarantine-expiry is 5 minutes
 BUILD = 1517
-_PATH = "/api/v2/monitor/user/banned"
+FEED_LIMIT = 131_072  # entries per feed before FortiOS 7.4.4
+_API = "/api/v2/monitor"
+_PATH = _API + "/user/banned"
+_FEEDS = _API + "/system/external-resource"
 _RAW_SEND = "banfeed.simulator.raw_send"
 _HTML_401 = "<html><head><title>401 Unauthorized</title></head><body>Unauthorized</body></html>"
 _HTML_500 = "<html><head><title>500 Internal Server Error</title></head><body>Error</body></html>"
@@ -64,6 +97,12 @@ _HTML_LOGIN = "<html><body>Please login</body></html>"
 # wrongly accepts created="yesterday" can never push a real host into a feed.
 _BAD_CREATED_IP = "203.0.113.77"
 _HUGE_PAD_IP = "192.0.2.1"
+_BODY_FAULTS = ("none", "truncated", "invalid", "shape", "huge")  # banned list only
+_NOT_JSON: Final = object()  # request body absent or not JSON
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+_FETCH_TIMEOUT = 5.0
+_ENTRY_PAGE = 100  # entry-list entries per answer unless ?count= says otherwise
+
 
 # A superset of the non-global IPv4 space (plus multicast, reserved and the documentation
 # nets). Checking random ints against sorted intervals is ~20x faster than
@@ -120,6 +159,102 @@ def _exploded(ip: str) -> str:
         return ip
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _ip_key(ip: str) -> str:
+    # Text to compare entries by: valid IPv4 text is already canonical (ipaddress refuses
+    # leading zeros), IPv6 comes in many spellings. Invalid text is returned unchanged.
+    if ":" not in ip:
+        return ip
+    try:
+        return str(ipaddress.IPv6Address(ip))
+    except ValueError:
+        return ip
+
+
+# -- threat feeds ("config system external-resource", type address) ---------------------------
+
+
+@dataclass
+class _Feed:
+    url: str
+    username: str | None
+    password: str | None
+    push: bool
+    verify: ssl.SSLContext | bool
+    entries: dict[str, str] = field(default_factory=dict)  # canonical -> text as received
+    invalid: list[str] = field(default_factory=list)  # invalid lines since the last snapshot
+    overflow: int = 0  # valid entries dropped over the device's feed_limit
+    http_status_code: int = 0  # of the last fetch; 0: connection failed, or never fetched
+    etag: str | None = None
+    last_content_update_time: float | None = None
+    conn_attempt_time: float | None = None
+    fetches: int = 0
+
+    def update(self, texts: Iterable[str], command: str, limit: int) -> None:
+        """Apply lines or pushed entries; invalid ones are counted, never fatal."""
+        if command == "snapshot":
+            self.entries, self.invalid, self.overflow = {}, [], 0
+        for text in texts:
+            key = _feed_entry(text)
+            if key is None:
+                self.invalid.append(text)
+            elif command == "remove":
+                self.entries.pop(key, None)
+            elif key not in self.entries:  # duplicates collapse (a guess; not counted)
+                if len(self.entries) < limit:
+                    self.entries[key] = text
+                else:  # FortiOS drops the newest entries over the limit
+                    self.overflow += 1
+
+
+def _feed_entry(text: str) -> str | None:
+    """Canonical form of one feed line (IP, CIDR/prefix or a-b range), None if invalid."""
+    if "%" in text:  # ipaddress accepts IPv6 scope ids; a FortiGate surely does not
+        return None
+    try:
+        if "-" in text:
+            first, _, last = text.partition("-")
+            low, high = ipaddress.ip_address(first), ipaddress.ip_address(last)
+            if low.version != high.version or int(low) > int(high):
+                return None
+            return f"{low}-{high}"
+        if "/" in text:
+            # Host bits may be set: the v7.4.2 fixture lists "172.200.1.4/16" as valid.
+            return str(ipaddress.ip_network(text, strict=False))
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _check_loopback(url: str) -> None:
+    """Refuse any feed URL that could make the simulator talk to another machine."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"bad feed URL {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or parsed.host not in _LOOPBACK_HOSTS:
+        raise ValueError(f"feed URL {url!r}: only http(s) to {_LOOPBACK_HOSTS} is fetched")
+
+
+def _fetch(feed: _Feed, url: str) -> tuple[int, str | None, bytes | None]:
+    """GET the feed like a FortiGate's curl: (status, ETag, body if 2xx); status 0: no answer."""
+    headers = {"User-Agent": "curl/7.58.0", "Accept": "*/*"}
+    if feed.etag is not None:
+        headers["If-None-Match"] = feed.etag
+    auth = None if feed.username is None else httpx.BasicAuth(feed.username, feed.password or "")
+    # trust_env=False: an HTTP(S)_PROXY in the environment must not route this off the host.
+    with httpx.Client(timeout=_FETCH_TIMEOUT, verify=feed.verify, trust_env=False) as client:
+        # curl sends no Accept-Encoding unless --compressed (the FortiGate's flags: unverified).
+        del client.headers["Accept-Encoding"]
+        try:
+            response = client.get(url, headers=headers, auth=auth)
+        except httpx.HTTPError:
+            return 0, None, None
+    if not response.is_success:
+        return response.status_code, None, None
+    return response.status_code, response.headers.get("etag"), response.content
+
+
 @dataclass(eq=False)
 class SimDevice:
     """One simulated FortiGate. Attributes may be changed while the simulator runs."""
@@ -133,12 +268,16 @@ class SimDevice:
     timeout_delay: float = 30.0
     huge_bytes: int = 2_000_000
     version: str = "v7.2.5"
-    requests: int = 0  # /user/banned requests received (counted on arrival, any outcome)
+    requests: int = 0  # API requests received (counted on arrival, any outcome)
     ipv6_ratio: float = 0.1  # share of IPv6 among churned-in entries
     clock: Callable[[], float] = field(default=time.time, repr=False)
     rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
+    feed_limit: int = FEED_LIMIT  # entries per threat feed; the rest are dropped (overflow)
+    # (method, path, JSON body, or the query dict when there is no body) of every request.
+    calls: list[tuple[str, str, object]] = field(default_factory=list, repr=False)
     # The server thread and test code mutate the lists concurrently.
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _feeds: dict[str, _Feed] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.fault not in FAULTS:
@@ -233,6 +372,115 @@ class SimDevice:
                 entries.extend(self._fresh(self.churn, self.ipv6_ratio, None, DEFAULT_TTL))
             return [e.to_json() for e in entries]
 
+    # -- administrative bans (add_users / clear_users / clear_all / check) ------------------
+
+    def _live(self, vdom: str) -> list[SimEntry]:
+        # Caller holds the lock. Expired entries are gone, as on a real device.
+        now = self.clock()
+        entries = [e for e in self.vdoms[vdom] if e.expires is None or e.expires > now]
+        self.vdoms[vdom] = entries
+        return entries
+
+    def _ban(self, vdom: str, ips: Sequence[str], expiry: int) -> None:
+        """Ban canonical ``ips``; one already listed gets its expiry replaced."""
+        with self._lock:
+            created = int(self.clock())
+            expires = None if expiry == 0 else created + expiry
+            wanted, todo = set(ips), dict.fromkeys(ips)  # todo: not listed yet, in order
+            entries = self._live(vdom)
+            for entry in entries:
+                key = _ip_key(entry.ip)
+                if key in wanted:
+                    entry.expires = expires
+                    todo.pop(key, None)
+            entries.extend(SimEntry(ip, created, expires, "Administrative") for ip in todo)
+
+    def _unban(self, vdom: str, ips: Sequence[str] | None) -> None:
+        """Forget canonical ``ips`` (None: everything) in ``vdom``."""
+        with self._lock:
+            gone = set(ips or ())
+            keep = [] if ips is None else [e for e in self._live(vdom) if _ip_key(e.ip) not in gone]
+            self.vdoms[vdom] = keep
+
+    def _is_banned(self, vdom: str, ip: str) -> bool:
+        with self._lock:
+            return any(_ip_key(e.ip) == ip for e in self._live(vdom))
+
+    # -- threat feeds ---------------------------------------------------------------------
+
+    def add_feed(
+        self,
+        name: str,
+        *,
+        url: str,
+        username: str | None = None,
+        password: str | None = None,
+        push: bool = False,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        """Configure an IP threat feed; an existing one of that name is replaced and empty.
+
+        ``push``: ``set update-method push`` (7.2.1+), filled only by the ``dynamic`` endpoint.
+        ``verify`` is for HTTPS feeds (a context trusting a test CA, or False).
+        """
+        with self._lock:
+            self._feeds[name] = _Feed(url, username, password, push, verify)
+
+    def refresh_feed(self, name: str) -> int:
+        """Fetch a pull feed now, as the FortiGate does every refresh-rate; returns the status.
+
+        2xx: the body replaces the entries (an empty body empties the feed). 304: nothing
+        changes. Anything else, or 0 for no answer: the last good entries are kept. Raises
+        KeyError for an unknown feed, ValueError for a push feed or a non-loopback URL.
+        """
+        with self._lock:
+            feed = self._feeds[name]
+            url = feed.url
+        if feed.push:
+            raise ValueError(f"feed {name!r} is a push feed: nothing to fetch")
+        _check_loopback(url)
+        attempt = self.clock()
+        status, etag, body = _fetch(feed, url)
+        lines = None if body is None else body.decode("utf-8", "replace").split("\n")
+        with self._lock:
+            feed.fetches += 1
+            feed.conn_attempt_time, feed.http_status_code = attempt, status
+            if lines is not None:
+                feed.etag = etag
+                texts = filter(None, (line.strip() for line in lines))  # blank lines ignored
+                feed.update(texts, "snapshot", self.feed_limit)
+                feed.last_content_update_time = self.clock()
+        return status
+
+    def feed_entries(self, name: str) -> set[str]:
+        """Valid entries of a feed, canonical (ipaddress text; ranges as "a-b")."""
+        with self._lock:
+            return set(self._feeds[name].entries)
+
+    def feed_status(self, name: str) -> dict[str, object]:
+        """The feed's counters; ``overflow`` is the number of entries dropped, not a bool."""
+        with self._lock:
+            feed = self._feeds[name]
+            return {
+                "push": feed.push,
+                "url": feed.url,
+                "valid_count": len(feed.entries),
+                "invalid_count": len(feed.invalid),
+                "overflow": feed.overflow,
+                "http_status_code": feed.http_status_code,
+                "etag": feed.etag,
+                "last_content_update_time": feed.last_content_update_time,
+                "conn_attempt_time": feed.conn_attempt_time,
+                "fetches": feed.fetches,
+            }
+
+    def _push(self, commands: Sequence[tuple[str, str, Sequence[str]]]) -> None:
+        with self._lock:
+            for name, command, entries in commands:
+                feed = self._feeds[name]
+                feed.update(entries, command, self.feed_limit)
+                feed.last_content_update_time = self.clock()
+
 
 class _SimApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -285,8 +533,13 @@ class SimFleet:
 
     def app(self) -> Starlette:
         """ASGI app for all devices, routed by local port (or, in-process, by host name)."""
-        routes = [Route(_PATH, self._endpoint), Route(_PATH + "/select", self._endpoint)]
-        return _SimApp(routes=routes)
+        return _SimApp(routes=[self._route(*r) for r in _ROUTES])
+
+    def _route(self, path: str, method: str, handler: _Handler) -> Route:
+        async def endpoint(request: Request) -> Response:
+            return await self._endpoint(request, handler)
+
+        return Route(path, endpoint, methods=[method])
 
     def _device_for(self, scope: Scope) -> SimDevice | None:
         server = scope.get("server")
@@ -299,22 +552,40 @@ class SimFleet:
             name = next(iter(self.devices))
         return self.devices.get(name) if name is not None else None
 
-    async def _endpoint(self, request: Request) -> Response:
+    async def _endpoint(self, request: Request, handler: _Handler) -> Response:
         device = self._device_for(request.scope)
         if device is None:
             return PlainTextResponse("no simulated device here", status_code=404)
         device.requests += 1
+        try:
+            raw = await request.body()
+        except ClientDisconnect:
+            return Response(status_code=499)
+        body = _loads(raw)
+        if not raw:
+            recorded: object = dict(request.query_params)
+        else:
+            recorded = raw.decode("utf-8", "replace") if body is _NOT_JSON else body
+        device.calls.append((request.method, request.url.path, recorded))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             if not await _sleep(request, device.latency):
                 return Response(status_code=499)  # client gone: uvicorn sends nothing
-            return await _answer(device, request)
+            if (refused := await _refused(device, request)) is not None:
+                return refused
+            return await handler(device, request, body)
         finally:
             self.in_flight -= 1
 
 
-async def _answer(device: SimDevice, request: Request) -> Response:
+# -- what every endpoint shares: auth, faults, FortiOS-shaped answers -------------------------
+
+_Handler = Callable[[SimDevice, Request, object], Awaitable[Response]]
+
+
+async def _refused(device: SimDevice, request: Request) -> Response | None:
+    """The answer when auth or a fault preempts the endpoint; None: go on and answer."""
     fault = device.fault
     if fault == "401" or not _authorized(request, device.token):
         return HTMLResponse(_HTML_401, status_code=401)
@@ -326,8 +597,6 @@ async def _answer(device: SimDevice, request: Request) -> Response:
         return HTMLResponse(_HTML_500, status_code=500)
     if fault == "html":
         return HTMLResponse(_HTML_LOGIN)
-    if fault == "shape":
-        return _json({"status": "success", "results": {"not": "a list"}})
     if fault == "reset":
         # After a real reset uvicorn drops this reply; in-process (no socket) it is the answer.
         await _reset(request)
@@ -335,9 +604,46 @@ async def _answer(device: SimDevice, request: Request) -> Response:
     if fault == "timeout":
         if not await _sleep(request, device.timeout_delay):
             return Response(status_code=499)
-    elif fault not in ("none", "truncated", "invalid", "huge"):
+    elif fault not in _BODY_FAULTS:
         return PlainTextResponse(f"unknown simulator fault {fault!r}", status_code=500)
+    return None
 
+
+def _loads(raw: bytes) -> object:
+    try:
+        return json.loads(raw) if raw else _NOT_JSON
+    except ValueError:  # UnicodeDecodeError included
+        return _NOT_JSON
+
+
+def _error(status: int, error: int = -1, **extra: str) -> Response:
+    return _json({"status": "error", "http_status": status, "error": error, **extra}, status)
+
+
+def _vdom(device: SimDevice, request: Request, *, optional: bool = False) -> str | Response:
+    """The one vdom a request names (default root), or the 404 for an unknown one."""
+    given = request.query_params.get("vdom")
+    vdom = given or "root"
+    if vdom in device.vdoms or (optional and not given):
+        return vdom
+    return _error(404, -3, vdom=vdom)
+
+
+def _done(device: SimDevice, vdom: str, path: str, name: str, action: str) -> Response:
+    # No real body of a monitor POST answer was found; this is the GET shape minus results.
+    body = {"http_method": "POST", "status": "success", "http_status": 200, "vdom": vdom}
+    body |= {"path": path, "name": name, "action": action, "serial": device.serial}
+    body |= {"version": device.version, "build": BUILD}
+    return _json(body)
+
+
+# -- GET user/banned[/select] ------------------------------------------------------------------
+
+
+async def _banned(device: SimDevice, request: Request, _body: object) -> Response:
+    fault = device.fault
+    if fault == "shape":
+        return _json({"status": "success", "results": {"not": "a list"}})
     raw = request.query_params.get("vdom") or "root"
     if raw == "*":
         names = sorted(device.vdoms)
@@ -443,6 +749,177 @@ async def _reset(request: Request) -> None:
     transport.abort()
     for _ in range(3):  # let connection_lost run so uvicorn drops the reply we return
         await asyncio.sleep(0)
+
+
+# -- POST user/banned/add_users, clear_users, clear_all; GET user/banned/check ----------------
+
+
+def _ip_list(body: object) -> list[str] | None:
+    """Canonical text of ``body["ip_addresses"]``; None if absent, ill-typed or invalid."""
+    ips = body.get("ip_addresses") if isinstance(body, dict) else None
+    if not isinstance(ips, list) or not all(isinstance(ip, str) and "%" not in ip for ip in ips):
+        return None
+    try:
+        return [str(ipaddress.ip_address(ip)) for ip in ips]
+    except ValueError:
+        return None
+
+
+async def _add_users(device: SimDevice, request: Request, body: object) -> Response:
+    vdom = _vdom(device, request)
+    if isinstance(vdom, Response):
+        return vdom
+    ips = _ip_list(body)
+    expiry = body.get("expiry") if isinstance(body, dict) else None
+    if ips is None or not isinstance(expiry, int) or isinstance(expiry, bool) or expiry < 0:
+        return _error(400)
+    device._ban(vdom, ips, expiry)
+    return _done(device, vdom, "user", "banned", "add_users")
+
+
+async def _clear_users(device: SimDevice, request: Request, body: object) -> Response:
+    vdom = _vdom(device, request)
+    if isinstance(vdom, Response):
+        return vdom
+    if (ips := _ip_list(body)) is None:
+        return _error(400)
+    device._unban(vdom, ips)
+    return _done(device, vdom, "user", "banned", "clear_users")
+
+
+async def _clear_all(device: SimDevice, request: Request, _body: object) -> Response:
+    vdom = _vdom(device, request)
+    if isinstance(vdom, Response):
+        return vdom
+    device._unban(vdom, None)
+    return _done(device, vdom, "user", "banned", "clear_all")
+
+
+async def _check(device: SimDevice, request: Request, _body: object) -> Response:
+    vdom = _vdom(device, request)
+    if isinstance(vdom, Response):
+        return vdom
+    given = request.query_params.get("ip_address", "")
+    if (ips := _ip_list({"ip_addresses": [given]})) is None:
+        return _error(400)
+    results = {"ip_address": given, "is_banned": device._is_banned(vdom, ips[0])}
+    obj = {"http_method": "GET", "results": results, "vdom": vdom, "path": "user"}
+    obj |= {"name": "banned", "action": "check", "status": "success", "serial": device.serial}
+    obj |= {"version": device.version, "build": BUILD}
+    return _json(obj)
+
+
+# -- system/external-resource: entry-list, refresh, dynamic (push) ----------------------------
+
+
+def _mkey(request: Request, body: object) -> str | None:
+    mkey = request.query_params.get("mkey")
+    if mkey is None and isinstance(body, dict) and isinstance(body.get("mkey"), str):
+        mkey = body["mkey"]  # FortiOS monitor POSTs usually take parameters in the body
+    return mkey or None
+
+
+def _int_param(request: Request, name: str, default: int) -> int | None:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+async def _entry_list(device: SimDevice, request: Request, _body: object) -> Response:
+    vdom = _vdom(device, request, optional=True)
+    if isinstance(vdom, Response):
+        return vdom
+    mkey, start = _mkey(request, None), _int_param(request, "start", 0)
+    count = _int_param(request, "count", _ENTRY_PAGE)
+    if mkey is None or start is None or count is None:
+        return _error(400)
+    count = count or _ENTRY_PAGE  # the fixture asked count=0 and got all 6: a guess either way
+    with device._lock:
+        feed = device._feeds.get(mkey)
+        if feed is None:
+            return _error(404, -3)
+        lines = itertools.chain(
+            ({"entry": text, "valid": True} for text in feed.entries.values()),
+            ({"entry": text, "valid": False} for text in feed.invalid),
+        )
+        # Keys and order as in fixtures/external_resource_entry_list_v7.4.2.json.
+        results = {
+            "conn_attempt_time": int(feed.conn_attempt_time or 0),
+            "entries": list(itertools.islice(lines, start, start + count)),
+            "http_status_code": feed.http_status_code,
+            "invalid_count": len(feed.invalid),
+            "last_content_update_time": int(feed.last_content_update_time or 0),
+            "overflow": feed.overflow > 0,
+            "resource_file_status": (
+                "downloaded" if feed.last_content_update_time is not None else "not-downloaded"
+            ),
+            "status": "success",
+            "valid_count": len(feed.entries),
+        }
+    obj = {"action": "entry-list", "build": BUILD, "http_method": "GET"}
+    obj |= {"name": "external-resource", "path": "system", "results": results}
+    obj |= {"serial": device.serial, "status": "success", "vdom": vdom, "version": device.version}
+    return _json(obj)
+
+
+async def _refresh(device: SimDevice, request: Request, body: object) -> Response:
+    vdom = _vdom(device, request, optional=True)
+    if isinstance(vdom, Response):
+        return vdom
+    if (mkey := _mkey(request, body)) is None:
+        return _error(400)
+    try:
+        # In a thread: the feed may be served by this very event loop (or a slow server).
+        await asyncio.to_thread(device.refresh_feed, mkey)
+    except KeyError:
+        return _error(404, -3)
+    except ValueError:  # a push feed, or a URL the simulator will not fetch
+        return _error(400)
+    return _done(device, vdom, "system", "external-resource", "refresh")
+
+
+def _commands(device: SimDevice, body: object) -> list[tuple[str, str, list[str]]] | None:
+    commands = body.get("commands") if isinstance(body, dict) else None
+    if not isinstance(commands, list) or not commands:
+        return None
+    out: list[tuple[str, str, list[str]]] = []
+    for command in commands:
+        if not isinstance(command, dict):
+            return None
+        name, verb, entries = command.get("name"), command.get("command"), command.get("entries")
+        if verb not in ("add", "remove", "snapshot") or not isinstance(entries, list):
+            return None
+        feed = device._feeds.get(name) if isinstance(name, str) else None
+        if feed is None or not feed.push or not all(isinstance(e, str) for e in entries):
+            return None
+        out.append((name, verb, entries))
+    return out
+
+
+async def _dynamic(device: SimDevice, request: Request, body: object) -> Response:
+    vdom = _vdom(device, request, optional=True)
+    if isinstance(vdom, Response):
+        return vdom
+    with device._lock:
+        commands = _commands(device, body)
+    if commands is None:  # all commands are checked before any is applied
+        return _error(400)
+    device._push(commands)
+    return _done(device, vdom, "system", "external-resource", "dynamic")
+
+
+_ROUTES: list[tuple[str, str, _Handler]] = [
+    (_PATH, "GET", _banned),
+    (_PATH + "/select", "GET", _banned),
+    (_PATH + "/check", "GET", _check),
+    (_PATH + "/add_users", "POST", _add_users),
+    (_PATH + "/clear_users", "POST", _clear_users),
+    (_PATH + "/clear_all", "POST", _clear_all),
+    (_FEEDS + "/entry-list", "GET", _entry_list),
+    (_FEEDS + "/refresh", "POST", _refresh),
+    (_FEEDS + "/dynamic", "POST", _dynamic),
+]
 
 
 @dataclass

@@ -311,11 +311,11 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
     config = ctx.config
     feed = config.feed(feed_name) if feed_name else config.feeds[0]
     rt = ctx.runtime()
-    now, allow = int(rt.clock()), service.allowlist(config)
+    now = int(rt.clock())
     with rt.store.read() as conn:
-        build = build_feed(conn, service.feed_spec(feed), allow, now)
+        build = build_feed(conn, service.feed_spec(feed), service.feed_policy(config), now)
     rt.close()
-    data = RENDERERS[fmt][0](build, now, allow)
+    data = RENDERERS[fmt][0](build, now, build.allowlist)
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

@@ -58,14 +58,14 @@ def serve(ctx: Context) -> None:
 def feeds(ctx: Context, fmt: str) -> None:
     """List feeds: size, limit, overflow, ETag, last change, and each consumer's last fetch."""
     rt = ctx.runtime()
-    now, allow = int(rt.clock()), service.allowlist(rt.config)
+    now, policy = int(rt.clock()), service.feed_policy(rt.config)
     rows: list[dict[str, Any]] = []
     with rt.store.read() as conn:
         states = q.feed_states(conn)
         consumers = q.feed_consumer_rows(conn)
         for feed in rt.config.feeds:
-            build = build_feed(conn, service.feed_spec(feed), allow, now)
-            etag = etag_of(RENDERERS["txt"][0](build, now, allow))
+            build = build_feed(conn, service.feed_spec(feed), policy, now)
+            etag = etag_of(RENDERERS["txt"][0](build, now, build.allowlist))
             state = states.get(feed.name)
             changed = state["changed"] if state and state["etag"] == etag else None
             rows.append(

@@ -23,8 +23,7 @@ from email.utils import format_datetime
 
 from .. import metrics
 from ..errors import StoreError
-from ..feeds import RENDERERS, FeedBuild, FeedSpec, build_feed
-from ..policy import Allowlist
+from ..feeds import RENDERERS, FeedBuild, FeedPolicy, FeedSpec, build_feed
 from ..store import Store
 from ..store import queries as q
 from ..timeutil import Clock
@@ -60,11 +59,11 @@ def http_date(epoch: int) -> str:
 
 class FeedCache:
     def __init__(
-        self, store: Store, specs: Sequence[FeedSpec], allowlist: Allowlist, clock: Clock
+        self, store: Store, specs: Sequence[FeedSpec], policy: FeedPolicy, clock: Clock
     ) -> None:
         self.store = store
         self.specs = {spec.name: spec for spec in specs}
-        self.allowlist = allowlist
+        self.policy = policy
         self.clock = clock
         self.entries: dict[str, FeedEntry] = {}
         self.healthy = False
@@ -113,14 +112,12 @@ class FeedCache:
             if not stale:
                 return []
             began = time.perf_counter()
-            builds = {
-                name: build_feed(conn, self.specs[name], self.allowlist, now) for name in stale
-            }
+            builds = {name: build_feed(conn, self.specs[name], self.policy, now) for name in stale}
             states = q.feed_states(conn)
         fresh: dict[str, FeedEntry] = {}
         changes: list[dict[str, object]] = []
         for name, build in builds.items():
-            body = RENDERERS["txt"][0](build, now, self.allowlist)
+            body = RENDERERS["txt"][0](build, now, build.allowlist)
             etag = etag_of(body)
             state = states.get(name)
             changed = now if state is None or state["etag"] != etag else int(state["changed"])
@@ -164,7 +161,7 @@ class FeedCache:
             return None
         if fmt not in entry.rendered:
             render, media_type = RENDERERS[fmt]
-            body = render(entry.build, int(self.clock()), self.allowlist)
+            body = render(entry.build, int(self.clock()), entry.build.allowlist)
             entry.rendered[fmt] = _rendered(body, etag_of(body), entry.changed, media_type)
         return entry.rendered[fmt]
 

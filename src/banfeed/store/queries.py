@@ -9,14 +9,17 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from ipaddress import ip_network
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, func, or_, select, update
 
-from ..models import DeviceStatus, Event, Offender, Offense
-from ..net import address_from_sort_key, parse_address, sort_key
+from ..models import AllowEntry, Ban, DeviceStatus, Event, Offender, Offense
+from ..net import IPNetwork, address_from_sort_key, parse_address, sort_key
 from .engine import bulk_insert
+from .schema import allow_entries as allow_entries_table
 from .schema import (
+    bans,
     device_status,
     events,
     feed_consumers,
@@ -291,3 +294,154 @@ def record_fetches(conn: Connection, fetches: Iterable[dict[str, Any]]) -> None:
         ).rowcount
         if changed == 0:
             conn.execute(feed_consumers.insert().values(fetch))
+
+
+# -- bans and allowlist entries ----------------------------------------------------------------
+
+
+def _network_values(network: IPNetwork) -> dict[str, Any]:
+    return {
+        "network": str(network),
+        "sort_key": sort_key(network.network_address),
+        "prefixlen": network.prefixlen,
+    }
+
+
+def active_bans(conn: Connection, now: int) -> list[Ban]:
+    query = (
+        select(bans)
+        .where(or_(bans.c.expires.is_(None), bans.c.expires > now))
+        .order_by(bans.c.sort_key, bans.c.prefixlen)
+    )
+    return [
+        Ban(ip_network(r.network), r.created, r.expires, r.provenance, r.actor, r.note)
+        for r in conn.execute(query)
+    ]
+
+
+def get_ban(conn: Connection, network: str) -> Ban | None:
+    r = conn.execute(select(bans).where(bans.c.network == network)).first()
+    if r is None:
+        return None
+    return Ban(ip_network(r.network), r.created, r.expires, r.provenance, r.actor, r.note)
+
+
+def save_ban(conn: Connection, ban: Ban) -> None:
+    values = {
+        **_network_values(ban.network),
+        "created": ban.created,
+        "expires": ban.expires,
+        "provenance": ban.provenance,
+        "actor": ban.actor,
+        "note": ban.note,
+    }
+    key = bans.c.network == values["network"]
+    if conn.execute(update(bans).where(key).values(values)).rowcount == 0:
+        conn.execute(bans.insert().values(values))
+
+
+def delete_bans_within(conn: Connection, network: IPNetwork) -> list[str]:
+    """Remove the bans equal to or inside ``network``; returns what was removed."""
+    rows = conn.execute(select(bans.c.network)).scalars().all()
+    inside = [n for n in rows if _within(ip_network(n), network)]
+    for chunk in _chunks(inside):
+        conn.execute(delete(bans).where(bans.c.network.in_(chunk)))
+    return inside
+
+
+def _within(inner: IPNetwork, outer: IPNetwork) -> bool:
+    return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
+
+
+def allow_entries(conn: Connection, now: int) -> list[AllowEntry]:
+    query = (
+        select(allow_entries_table)
+        .where(or_(allow_entries_table.c.expires.is_(None), allow_entries_table.c.expires > now))
+        .order_by(allow_entries_table.c.sort_key, allow_entries_table.c.prefixlen)
+    )
+    return [
+        AllowEntry(ip_network(r.network), r.created, r.expires, r.actor, r.note)
+        for r in conn.execute(query)
+    ]
+
+
+def save_allow_entry(conn: Connection, entry: AllowEntry) -> None:
+    values = {
+        **_network_values(entry.network),
+        "created": entry.created,
+        "expires": entry.expires,
+        "actor": entry.actor,
+        "note": entry.note,
+    }
+    key = allow_entries_table.c.network == values["network"]
+    if conn.execute(update(allow_entries_table).where(key).values(values)).rowcount == 0:
+        conn.execute(allow_entries_table.insert().values(values))
+
+
+def delete_allow_entry(conn: Connection, network: str) -> bool:
+    query = delete(allow_entries_table).where(allow_entries_table.c.network == network)
+    return conn.execute(query).rowcount > 0
+
+
+def set_offender_status(conn: Connection, ip: str, status: str, now: int) -> bool:
+    query = update(offenders).where(offenders.c.ip == ip).values(status=status, updated=now)
+    return conn.execute(query).rowcount > 0
+
+
+def events_since(conn: Connection, since: int, kinds: Sequence[str]) -> list[Event]:
+    query = (
+        select(events)
+        .where(events.c.time > since, events.c.kind.in_(list(kinds)))
+        .order_by(events.c.time, events.c.id)
+    )
+    return [Event(r.time, r.kind, r.ip, r.actor, r.detail) for r in conn.execute(query)]
+
+
+def count_expired_between(conn: Connection, start: int, end: int) -> int:
+    query = (
+        select(func.count())
+        .select_from(offenders)
+        .where(offenders.c.active_until > start, offenders.c.active_until <= end)
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+# -- pruning ---------------------------------------------------------------------------------
+
+
+def prune_history(conn: Connection, before: int) -> tuple[int, int]:
+    """Delete offenses and events older than ``before``; returns (offenses, events) deleted.
+
+    Offender rows keep their summary (first/last offense, count), so history can be trimmed
+    without changing what is published or how repeat offenders escalate.
+    """
+    # An offense a device may still list (no expiry, or not expired yet) is kept: deleting it
+    # would make the next poll count it as new.
+    old_offenses = delete(offenses).where(
+        offenses.c.created < before,
+        offenses.c.expires.is_not(None),
+        offenses.c.expires < before,
+    )
+    gone_offenses = conn.execute(old_offenses).rowcount
+    gone_events = conn.execute(delete(events).where(events.c.time < before)).rowcount
+    return gone_offenses, gone_events
+
+
+def delete_expired_offenders(conn: Connection, before: int) -> list[str]:
+    """Remove offenders whose active_until passed before ``before`` and have no offense left."""
+    candidates = (
+        conn.execute(
+            select(offenders.c.ip).where(
+                offenders.c.active_until.is_not(None), offenders.c.active_until < before
+            )
+        )
+        .scalars()
+        .all()
+    )
+    removable = []
+    for chunk in _chunks(list(candidates)):
+        still = set(conn.execute(select(offenses.c.ip).where(offenses.c.ip.in_(chunk))).scalars())
+        removable += [ip for ip in chunk if ip not in still]
+    for chunk in _chunks(removable):
+        conn.execute(delete(offenders).where(offenders.c.ip.in_(chunk)))
+    return removable

@@ -121,6 +121,9 @@ feed_state = Table(
     Column("matched", Integer, nullable=False),
     Column("overflow", Integer, nullable=False),
     Column("changed", BigInteger, nullable=False),  # when these bytes were first built
+    Column("held_since", BigInteger, nullable=True),  # mass-drop guard: serving the last good
+    Column("hold_reason", Text, nullable=True),
+    Column("approved", BigInteger, nullable=True),  # an operator released the hold then
 )
 
 feed_consumers = Table(
@@ -134,4 +137,18 @@ feed_consumers = Table(
     Column("etag", String(80), nullable=True),
     Column("status", SmallInteger, nullable=False),
     Column("requests", BigInteger, nullable=False),
+)
+
+bans = Table(
+    "bans",
+    metadata,
+    Column("network", String(49), primary_key=True),  # an address is a /32 or /128
+    Column("sort_key", LargeBinary(17), nullable=False),
+    Column("prefixlen", SmallInteger, nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("expires", BigInteger, nullable=True),  # NULL: until unbanned
+    Column("provenance", String(16), nullable=False),  # manual | imported
+    Column("actor", String(128), nullable=False),
+    Column("note", Text, nullable=True),
+    Index(None, "sort_key"),
 )
