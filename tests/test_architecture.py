@@ -21,6 +21,8 @@ LAYERS: dict[str, int] = {
     "store": 3,
     "collector": 4,
     "feeds": 4,
+    "control": 4,
+    "push": 4,
     "server": 5,
     "service": 6,
     "simulator": 6,

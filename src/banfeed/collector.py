@@ -24,7 +24,7 @@ from . import metrics
 from .errors import DeviceBackedOff, DeviceError, DeviceRateLimited
 from .fortios import DeviceTarget, FortiOSClient
 from .models import DeviceStatus, Event, Offender, Offense, PollResult
-from .policy import Allowlist, Retention, suppression_reason
+from .policy import Allowlist, Retention, suppression_reason, with_entries
 from .store import Store
 from .store import queries as q
 from .timeutil import Clock, iso
@@ -46,6 +46,9 @@ class CycleReport:
     updated_offenders: int = 0
     suppressed: int = 0
     version: int = 0
+    # Offenders that got a new offense this cycle and may be published, with the devices that
+    # reported them: what push sends to the other FortiGates.
+    published: list[tuple[Offender, frozenset[str]]] = field(default_factory=list)
 
     @property
     def failed(self) -> list[PollResult]:
@@ -240,6 +243,7 @@ class Collector:
         for offense, ip in new:
             by_ip[ip].append(offense)
         existing = q.load_offenders(conn, by_ip)
+        allow = with_entries(self.allowlist, q.allow_entries(conn, now))
         inserts: list[tuple[Any, ...]] = []
         updates: list[dict[str, Any]] = []
         events: list[Event] = []
@@ -250,7 +254,9 @@ class Collector:
                 inserts.append(q.offender_tuple(offender, now, ip))
             else:
                 updates.append(q.offender_values(offender, now))
-            reason = suppression_reason(offender.ip, self.allowlist)
+            reason = suppression_reason(offender.ip, allow)
+            if reason is None:
+                report.published.append((offender, frozenset(o.device for o in offenses)))
             if reason is not None:
                 report.suppressed += len(offenses)
                 events.append(Event(now, "suppressed", ip, offenses[0].device, reason))

@@ -29,10 +29,10 @@ from .policy import (
     Allowlist,
     Escalation,
     PrefixGuard,
-    build_allowlist,
     holes,
     state,
     suppression_reason,
+    with_entries,
 )
 from .store import queries as q
 from .timeutil import iso
@@ -89,6 +89,7 @@ class FeedPolicy:
     allowlist: Allowlist  # config allowlist and protect; the store's entries are added per build
     guard: PrefixGuard = PrefixGuard()
     escalation: Escalation | None = None
+    max_drop: float = 0.5  # the mass-drop guard's threshold (1.0: never hold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +111,7 @@ class FeedBuild:
 
 def effective_allowlist(conn: Connection, base: Allowlist, now: int) -> Allowlist:
     """The configured allowlist and protect ranges plus the store's current allow entries."""
-    stored = q.allow_entries(conn, now)
-    if not stored:
-        return base
-    merged = Allowlist(iter(base))
-    for entry, label in build_allowlist((), (), stored):
-        merged.add(entry, label)
-    return merged
+    return with_entries(base, q.allow_entries(conn, now))
 
 
 def feed_offenders(

@@ -38,3 +38,8 @@ FEED_OVERFLOW = Gauge(
 FEED_REQUESTS = Counter(
     "banfeed_feed_requests_total", "Feed requests by feed and HTTP status.", ["feed", "status"]
 )
+FEED_HELD = Gauge(
+    "banfeed_feed_held",
+    "1 while the mass-drop guard serves a feed's last good version (alert on it).",
+    ["feed"],
+)

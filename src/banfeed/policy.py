@@ -69,6 +69,17 @@ def build_allowlist(
     return allow
 
 
+def with_entries(base: Allowlist, stored: Iterable[AllowEntry]) -> Allowlist:
+    """``base`` plus the store's allow entries (a new set; ``base`` is shared and unchanged)."""
+    stored = list(stored)
+    if not stored:
+        return base
+    merged = Allowlist(iter(base))
+    for network, label in build_allowlist((), (), stored):
+        merged.add(network, label)
+    return merged
+
+
 def suppression_reason(ip: IPAddress, allowlist: Allowlist) -> str | None:
     """Why ``ip`` must not be published (never-block, protected, allowlisted), or ``None``."""
     special = never_block_reason(ip)

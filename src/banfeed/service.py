@@ -51,6 +51,7 @@ def feed_policy(config: Config) -> FeedPolicy:
         escalation=Escalation(esc.min_offenders, esc.prefix_v4, esc.prefix_v6)
         if esc.enabled
         else None,
+        max_drop=config.safety.max_drop,
     )
 
 

@@ -364,9 +364,7 @@ class SimDevice:
     def _poll(self, vdom: str) -> list[dict[str, object]]:
         """Expire, churn, and render one vdom, as a real poll would observe it."""
         with self._lock:
-            now = self.clock()
-            entries = [e for e in self.vdoms[vdom] if e.expires is None or e.expires > now]
-            self.vdoms[vdom] = entries  # before _fresh, so dropped addresses count as free
+            entries = self._live(vdom)  # before _fresh, so dropped addresses count as free
             if self.churn > 0:
                 del entries[: self.churn]
                 entries.extend(self._fresh(self.churn, self.ipv6_ratio, None, DEFAULT_TTL))
@@ -480,6 +478,9 @@ class SimDevice:
                 feed = self._feeds[name]
                 feed.update(entries, command, self.feed_limit)
                 feed.last_content_update_time = self.clock()
+
+
+# -- the ASGI app: routing by port, counting, latency, then auth and faults, then handlers --
 
 
 class _SimApp(Starlette):
@@ -637,6 +638,62 @@ def _done(device: SimDevice, vdom: str, path: str, name: str, action: str) -> Re
     return _json(body)
 
 
+async def _sleep(request: Request, delay: float) -> bool:
+    """Sleep ``delay`` seconds; False as soon as the client hangs up.
+
+    Returning early matters for "timeout": a client that gave up must not leave a handler
+    running, or stopping the server would wait for the graceful-shutdown timeout.
+    """
+    if delay <= 0:
+        return True
+
+    async def hang_up() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    sleeper = asyncio.ensure_future(asyncio.sleep(delay))
+    watcher = asyncio.ensure_future(hang_up())
+    try:
+        await asyncio.wait((sleeper, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return not watcher.done()
+    finally:
+        sleeper.cancel()
+        watcher.cancel()
+
+
+def _authorized(request: Request, token: str) -> bool:
+    # FortiOS 7.4.5+ refuses ?access_token=; banfeed must never rely on it.
+    if "access_token" in request.query_params:
+        return False
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _dumps(payload: object) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _json(body: object, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(_dumps(body), status, headers, media_type="application/json")
+
+
+async def _reset(request: Request) -> None:
+    """Abort the TCP connection with an RST (no-op when no real socket is reachable)."""
+    raw_send = request.scope.get(_RAW_SEND)
+    # uvicorn's send is a bound method of its per-request cycle, which owns the transport.
+    transport = getattr(getattr(raw_send, "__self__", None), "transport", None)
+    if not isinstance(transport, asyncio.Transport):
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            # Linger 0 turns close() into an RST instead of an orderly FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    for _ in range(3):  # let connection_lost run so uvicorn drops the reply we return
+        await asyncio.sleep(0)
+
+
 # -- GET user/banned[/select] ------------------------------------------------------------------
 
 
@@ -673,37 +730,6 @@ async def _banned(device: SimDevice, request: Request, _body: object) -> Respons
     return Response(data, media_type="application/json")
 
 
-async def _sleep(request: Request, delay: float) -> bool:
-    """Sleep ``delay`` seconds; False as soon as the client hangs up.
-
-    Returning early matters for "timeout": a client that gave up must not leave a handler
-    running, or stopping the server would wait for the graceful-shutdown timeout.
-    """
-    if delay <= 0:
-        return True
-
-    async def hang_up() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    sleeper = asyncio.ensure_future(asyncio.sleep(delay))
-    watcher = asyncio.ensure_future(hang_up())
-    try:
-        await asyncio.wait((sleeper, watcher), return_when=asyncio.FIRST_COMPLETED)
-        return not watcher.done()
-    finally:
-        sleeper.cancel()
-        watcher.cancel()
-
-
-def _authorized(request: Request, token: str) -> bool:
-    # FortiOS 7.4.5+ refuses ?access_token=; banfeed must never rely on it.
-    if "access_token" in request.query_params:
-        return False
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
-
-
 def _response_object(
     device: SimDevice, vdom: str, results: list[dict[str, object]], select: bool
 ) -> dict[str, Any]:
@@ -724,31 +750,6 @@ def _invalid_entries(now: int) -> list[dict[str, object]]:
     out.append(dict(base))  # no ip_address at all
     out.append({**base, "ip_address": _BAD_CREATED_IP, "created": "yesterday"})
     return out
-
-
-def _dumps(payload: object) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
-def _json(body: object, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(_dumps(body), status, headers, media_type="application/json")
-
-
-async def _reset(request: Request) -> None:
-    """Abort the TCP connection with an RST (no-op when no real socket is reachable)."""
-    raw_send = request.scope.get(_RAW_SEND)
-    # uvicorn's send is a bound method of its per-request cycle, which owns the transport.
-    transport = getattr(getattr(raw_send, "__self__", None), "transport", None)
-    if not isinstance(transport, asyncio.Transport):
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            # Linger 0 turns close() into an RST instead of an orderly FIN.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-    for _ in range(3):  # let connection_lost run so uvicorn drops the reply we return
-        await asyncio.sleep(0)
 
 
 # -- POST user/banned/add_users, clear_users, clear_all; GET user/banned/check ----------------
@@ -803,8 +804,14 @@ async def _check(device: SimDevice, request: Request, _body: object) -> Response
     if (ips := _ip_list({"ip_addresses": [given]})) is None:
         return _error(400)
     results = {"ip_address": given, "is_banned": device._is_banned(vdom, ips[0])}
-    obj = {"http_method": "GET", "results": results, "vdom": vdom, "path": "user"}
-    obj |= {"name": "banned", "action": "check", "status": "success", "serial": device.serial}
+    obj: dict[str, object] = {"http_method": "GET", "results": results, "vdom": vdom}
+    obj |= {
+        "path": "user",
+        "name": "banned",
+        "action": "check",
+        "status": "success",
+        "serial": device.serial,
+    }
     obj |= {"version": device.version, "build": BUILD}
     return _json(obj)
 
@@ -890,8 +897,10 @@ def _commands(device: SimDevice, body: object) -> list[tuple[str, str, list[str]
         name, verb, entries = command.get("name"), command.get("command"), command.get("entries")
         if verb not in ("add", "remove", "snapshot") or not isinstance(entries, list):
             return None
-        feed = device._feeds.get(name) if isinstance(name, str) else None
-        if feed is None or not feed.push or not all(isinstance(e, str) for e in entries):
+        if not isinstance(name, str) or not all(isinstance(e, str) for e in entries):
+            return None
+        feed = device._feeds.get(name)
+        if feed is None or not feed.push:
             return None
         out.append((name, verb, entries))
     return out
@@ -920,6 +929,9 @@ _ROUTES: list[tuple[str, str, _Handler]] = [
     (_FEEDS + "/refresh", "POST", _refresh),
     (_FEEDS + "/dynamic", "POST", _dynamic),
 ]
+
+
+# -- serving: start() in a thread, serve_forever() in the foreground ------------------------
 
 
 @dataclass

@@ -20,6 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import Any
+
+from sqlalchemy import Connection
 
 from .. import metrics
 from ..errors import StoreError
@@ -27,6 +30,7 @@ from ..feeds import RENDERERS, FeedBuild, FeedPolicy, FeedSpec, build_feed
 from ..store import Store
 from ..store import queries as q
 from ..timeutil import Clock
+from .guard import Verdict, judge, judge_without_history
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,10 @@ class FeedCache:
         self.specs = {spec.name: spec for spec in specs}
         self.policy = policy
         self.clock = clock
-        self.entries: dict[str, FeedEntry] = {}
+        self.entries: dict[str, FeedEntry] = {}  # what is served (the last good while held)
+        self.checked: dict[str, tuple[int, int | None]] = {}  # last build: version, valid_until
+        self.holds: dict[str, tuple[int, str]] = {}  # feed -> (held since, reason)
+        self.max_drop = policy.max_drop
         self.healthy = False
         self.last_ok: float | None = None
         self.last_error: str | None = None
@@ -106,20 +113,29 @@ class FeedCache:
             version = q.store_version(conn)
             last_cycle = q.get_meta(conn, "last_cycle")
             self.last_cycle = int(last_cycle) if last_cycle else None
-            stale = [
-                name for name in self.specs if force or _stale(self.entries.get(name), version, now)
-            ]
+            stale = [name for name in self.specs if force or self._stale(name, version, now)]
             if not stale:
                 return []
             began = time.perf_counter()
-            builds = {name: build_feed(conn, self.specs[name], self.policy, now) for name in stale}
             states = q.feed_states(conn)
+            builds = {name: build_feed(conn, self.specs[name], self.policy, now) for name in stale}
+            verdicts = {name: self._judge(conn, name, builds[name], states, now) for name in stale}
         fresh: dict[str, FeedEntry] = {}
         changes: list[dict[str, object]] = []
         for name, build in builds.items():
+            self.checked[name] = (build.version, build.valid_until)
+            state = states.get(name)
+            verdict = verdicts[name]
+            if verdict is not None and verdict.hold:
+                changes += self._hold(name, verdict, state, now)
+                continue
+            if name in self.holds:
+                changes.append({"feed": name, "held_since": None, "hold_reason": None})
+                del self.holds[name]
+                log.warning("feed %s: hold released; publishing the current build", name)
+            metrics.FEED_HELD.labels(name).set(0)
             body = RENDERERS["txt"][0](build, now, build.allowlist)
             etag = etag_of(body)
-            state = states.get(name)
             changed = now if state is None or state["etag"] != etag else int(state["changed"])
             if state is None or state["etag"] != etag:
                 changes.append(
@@ -154,6 +170,48 @@ class FeedCache:
         log.info("rebuilt feeds %s in %.2fs", ", ".join(stale), time.perf_counter() - began)
         return stale
 
+    def _stale(self, name: str, version: int, now: int) -> bool:
+        checked = self.checked.get(name)
+        if checked is None or checked[0] != version:
+            return True
+        valid_until = checked[1]
+        return valid_until is not None and now >= valid_until
+
+    def _judge(
+        self,
+        conn: Connection,
+        name: str,
+        build: FeedBuild,
+        states: dict[str, dict[str, Any]],
+        now: int,
+    ) -> Verdict | None:
+        """The mass-drop guard's verdict on a new build, or None when it does not apply."""
+        state = states.get(name)
+        approved = state.get("approved") if state else None
+        held_since = state.get("held_since") if state else None
+        if held_since is not None and approved is not None and approved >= held_since:
+            return None  # an operator released the hold: take the build as it is
+        old = self.entries.get(name)
+        if old is not None:
+            return judge(conn, old.build, build, self.max_drop, now)
+        if state is not None and held_since is not None:
+            return Verdict(True, 0, 0, int(state["entries"]))  # still held from before a restart
+        if state is not None:
+            return judge_without_history(conn, build, state, self.max_drop, now)
+        return None
+
+    def _hold(
+        self, name: str, verdict: Verdict, state: dict[str, Any] | None, now: int
+    ) -> list[dict[str, object]]:
+        metrics.FEED_HELD.labels(name).set(1)
+        if name in self.holds:
+            return []
+        reason = verdict.reason(self.max_drop)
+        since = state["held_since"] if state and state.get("held_since") else now
+        self.holds[name] = (since, reason)
+        log.error("feed %s held: %s", name, reason)
+        return [{"feed": name, "held_since": since, "hold_reason": reason}]
+
     def render(self, name: str, fmt: str) -> Rendered | None:
         """Render another format of the current build (CSV, JSON) once, on first request."""
         entry = self.entries.get(name)
@@ -164,12 +222,6 @@ class FeedCache:
             body = render(entry.build, int(self.clock()), entry.build.allowlist)
             entry.rendered[fmt] = _rendered(body, etag_of(body), entry.changed, media_type)
         return entry.rendered[fmt]
-
-
-def _stale(entry: FeedEntry | None, version: int, now: int) -> bool:
-    if entry is None or entry.build.version != version:
-        return True
-    return entry.build.valid_until is not None and now >= entry.build.valid_until
 
 
 def _rendered(body: bytes, etag: str, changed: int, media_type: str) -> Rendered:

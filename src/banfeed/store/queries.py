@@ -264,9 +264,11 @@ def feed_states(conn: Connection) -> dict[str, dict[str, Any]]:
 
 
 def save_feed_state(conn: Connection, values: dict[str, Any]) -> None:
+    """Update the given columns of a feed's state (insert it if it has none yet)."""
     key = feed_state.c.feed == values["feed"]
     if conn.execute(update(feed_state).where(key).values(values)).rowcount == 0:
-        conn.execute(feed_state.insert().values(values))
+        defaults = {"etag": "", "entries": 0, "matched": 0, "overflow": 0, "changed": 0}
+        conn.execute(feed_state.insert().values({**defaults, **values}))
 
 
 def feed_consumer_rows(conn: Connection) -> list[dict[str, Any]]:
@@ -395,6 +397,16 @@ def events_since(conn: Connection, since: int, kinds: Sequence[str]) -> list[Eve
         .order_by(events.c.time, events.c.id)
     )
     return [Event(r.time, r.kind, r.ip, r.actor, r.detail) for r in conn.execute(query)]
+
+
+def offenders_expired_between(conn: Connection, start: int, end: int) -> list[tuple[str, int]]:
+    """(ip, active_until) of listed offenders whose active_until falls in (start, end]."""
+    query = (
+        select(offenders.c.ip, offenders.c.active_until)
+        .where(offenders.c.active_until > start, offenders.c.active_until <= end)
+        .order_by(offenders.c.active_until)
+    )
+    return [(r.ip, r.active_until) for r in conn.execute(query)]
 
 
 def count_expired_between(conn: Connection, start: int, end: int) -> int:
