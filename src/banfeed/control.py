@@ -281,3 +281,17 @@ def prune(store: Store, *, keep_history: int | None, actor: str, now: int) -> Pr
         if offenders:
             q.bump_version(conn)
     return PruneReport(len(expired), offenses, events, offenders)
+
+
+def approve_feed(store: Store, feed: str, *, actor: str, now: int) -> bool:
+    """Release the mass-drop guard's hold on ``feed``; False if it was not held."""
+    with store.write() as conn:
+        state = q.feed_states(conn).get(feed)
+        if state is None or state["held_since"] is None:
+            return False
+        q.save_feed_state(conn, {"feed": feed, "approved": now})
+        q.insert_events(
+            conn, [Event(now, "feed_approved", None, actor, f"released the hold on {feed}")]
+        )
+        q.bump_version(conn)  # servers rebuild at once
+    return True

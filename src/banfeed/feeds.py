@@ -16,7 +16,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from .policy import (
     Escalation,
     PrefixGuard,
     holes,
+    is_active,
     state,
     suppression_reason,
     with_entries,
@@ -326,3 +327,48 @@ def fortigate_config(feed: str, base_url: str, username: str | None, refresh_min
         "end",
     ]
     return "\n".join(lines)
+
+
+def explain(
+    conn: Connection,
+    spec: FeedSpec,
+    policy: FeedPolicy,
+    ip: IPAddress,
+    offender: Offender | None,
+    now: int,
+) -> tuple[bool, str | None]:
+    """Whether ``ip`` is in a feed, and why (or why not), for ``banfeed show``."""
+    allow = effective_allowlist(conn, policy.allowlist, now)
+    reason = suppression_reason(ip, allow)
+    if reason is not None:
+        return False, f"suppressed — {reason}"
+    for ban in q.active_bans(conn, now):
+        if ban.network.version == ip.version and ip in ban.network:
+            if spec.excludes_ban(ban) is None:
+                return True, f"covered by {ban.provenance} ban {ban.network} by {ban.actor}"
+    if offender is None:
+        return False, "not in the store"
+    if offender.status == "unbanned":
+        unbans = [e for e in q.events_of(conn, str(ip)) if e.kind == "unbanned"]
+        who = f" by {unbans[-1].actor} at {iso(unbans[-1].time)}" if unbans else ""
+        return False, f"unbanned{who}"
+    if not is_active(offender, now):
+        return False, f"expired at {iso(offender.active_until)}"
+    excluded = spec.excludes(offender, now)
+    if excluded is not None:
+        return False, f"filtered out: {excluded}"
+    if policy.escalation is not None:
+        esc = policy.escalation
+        prefix = ip_network((ip, esc.prefix_v4 if ip.version == 4 else esc.prefix_v6), strict=False)
+        low, high = sort_key(prefix.network_address), sort_key(prefix.broadcast_address)
+        count = q.count_active_between(conn, low, high, now)
+        if count >= esc.min_offenders:
+            return True, f"published as escalated prefix {prefix} ({count} active offenders)"
+    if q.count_offenders(conn, active_at=now) > spec.max_entries:
+        rank = q.count_ranked_above(conn, offender.last_offense, offender.offense_count, now)
+        if rank >= spec.max_entries:
+            return False, (
+                f"left out by max_entries ({spec.max_entries}): {rank} active offenders are "
+                "more recent or more repeated"
+            )
+    return True, None

@@ -22,9 +22,10 @@ import uvicorn
 from .collector import Collector, CycleReport
 from .config import Config, FeedConfig, read_secret, split_listen
 from .errors import BanfeedError, ConfigError
-from .feeds import FeedPolicy, FeedSpec
+from .feeds import FeedPolicy, FeedSpec, build_feed
 from .fortios import DeviceTarget
 from .policy import Allowlist, Escalation, PrefixGuard, Retention, build_allowlist
+from .push import Backoff, FeedSync, PushResult, push_quarantine
 from .server import FeedAccess, FeedCache, ServerState, create_app
 from .store import Store, open_store
 from .store import queries as q
@@ -123,6 +124,60 @@ def warnings(config: Config) -> list[str]:
     return found
 
 
+def push_targets(config: Config) -> list[DeviceTarget]:
+    """Devices that receive pushed quarantines (per device ``push_quarantine``, else [push])."""
+    wanted = {
+        fg.name
+        for fg in config.fortigates
+        if (fg.push_quarantine if fg.push_quarantine is not None else config.push.quarantine)
+    }
+    return [t for t in targets(config) if t.name in wanted]
+
+
+def feed_push_targets(config: Config) -> list[tuple[DeviceTarget, str]]:
+    """(device, name of its push-type threat feed) for devices with ``push_feed``."""
+    resources = {fg.name: fg.push_feed for fg in config.fortigates if fg.push_feed}
+    return [(t, resources[t.name]) for t in targets(config) if t.name in resources]
+
+
+async def push_after_cycle(
+    config: Config,
+    report: CycleReport,
+    feed_lines: list[str] | None,
+    *,
+    now: int,
+    backoff: Backoff,
+    sync: FeedSync,
+) -> list[PushResult]:
+    """Push what a cycle found to the FortiGates that want it; log each device's outcome."""
+    results: list[PushResult] = []
+    receivers = push_targets(config)
+    if receivers and report.published:
+        results += await push_quarantine(
+            receivers,
+            report.published,
+            now=now,
+            max_per_cycle=config.push.max_per_cycle,
+            max_expiry=config.push.max_expiry,
+            backoff=backoff,
+        )
+    feed_targets = feed_push_targets(config)
+    if feed_targets and feed_lines is not None:
+        results += await sync.sync(feed_targets, feed_lines, now=now, backoff=backoff)
+    for result in results:
+        if result.error is not None:
+            log.warning("push %s to %s failed: %s", result.action, result.device, result.error)
+        elif result.count or result.skipped:
+            log.info(
+                "push %s to %s: %d sent, %d skipped",
+                result.action,
+                result.device,
+                result.count,
+                result.skipped,
+            )
+    return results
+
+
 @dataclass
 class Runtime:
     """What every command needs, built once from the Config."""
@@ -143,6 +198,22 @@ class Runtime:
 
     def close(self) -> None:
         self.store.close()
+
+
+async def collect_once(rt: Runtime) -> tuple[CycleReport, list[PushResult]]:
+    """One cycle and what it pushes (``banfeed collect``): no memory between runs, so a
+    push-type feed gets a snapshot each time."""
+    report = await rt.collector().cycle()
+    lines = None
+    if rt.config.push.feed and feed_push_targets(rt.config):
+        feed = rt.config.feed(rt.config.push.feed)
+        with rt.store.read() as conn:
+            build = build_feed(conn, feed_spec(feed), feed_policy(rt.config), int(rt.clock()))
+        lines = [str(e) for e in build.entries]
+    pushes = await push_after_cycle(
+        rt.config, report, lines, now=int(rt.clock()), backoff=Backoff(), sync=FeedSync()
+    )
+    return report, pushes
 
 
 def runtime(config: Config, *, create_store: bool = False, clock: Clock = system_clock) -> Runtime:
@@ -223,6 +294,8 @@ class Daemon:
         self.url: str | None = None
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._push_backoff = Backoff()
+        self._feed_sync = FeedSync()
         self.cycles = 0
 
     def bind(self) -> socket.socket:
@@ -303,9 +376,23 @@ class Daemon:
                 self.cycles += 1
                 await asyncio.to_thread(self.cache.refresh)
                 log.info("%s", cycle_line(report, self.cache))
+                await push_after_cycle(
+                    self.config,
+                    report,
+                    self._feed_lines(),
+                    now=int(self.clock()),
+                    backoff=self._push_backoff,
+                    sync=self._feed_sync,
+                )
             delay = interval * random.uniform(1 - jitter, 1 + jitter)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
+
+    def _feed_lines(self) -> list[str] | None:
+        """The lines of the feed pushed to push-type threat feeds, as served now."""
+        name = self.config.push.feed
+        entry = self.cache.entries.get(name) if name else None
+        return None if entry is None else [str(e) for e in entry.build.entries]
 
     async def _refresh_loop(self) -> None:
         while not self._stop.is_set():

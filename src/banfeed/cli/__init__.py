@@ -4,7 +4,7 @@ Exit codes: 0 ok; 1 the command ran but something failed (a device, a missing of
 2 usage or configuration error. Only this package turns errors into messages and exit codes.
 """
 
-from . import loop, serve  # noqa: F401  (they register their commands on ``main``)
+from . import control, loop, serve  # noqa: F401  (they register their commands on ``main``)
 from .base import main
 
 __all__ = ["main"]

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from .. import service
 from ..errors import InputError
-from ..feeds import RENDERERS, build_feed, csv_bytes, offender_record, write_atomically
+from ..feeds import RENDERERS, build_feed, csv_bytes, explain, offender_record, write_atomically
 from ..net import parse_address
 from ..policy import state
 from ..store import Store
@@ -131,7 +131,7 @@ def collect(ctx: Context, quiet: bool) -> None:
     """Run one collection cycle (what cron runs). Exit 1 if any device failed."""
     rt = ctx.runtime()
     try:
-        report = asyncio.run(rt.collector().cycle())
+        report, pushes = asyncio.run(service.collect_once(rt))
     finally:
         rt.close()
     if not quiet or report.failed:
@@ -152,6 +152,11 @@ def collect(ctx: Context, quiet: bool) -> None:
             f"{report.updated_offenders} updated, {report.suppressed} suppressed, "
             f"{report.rejected} invalid entries rejected; {report.duration:.2f}s"
         )
+        for p in pushes:
+            outcome = f"{p.count} sent" + (f", {p.skipped} skipped" if p.skipped else "")
+            if p.error is not None:
+                outcome = f"failed: {p.error.kind}: {p.error.detail}"
+            out.print(f"push {p.action} → {p.device}: {outcome}")
     if report.failed:
         raise SystemExit(EXIT_FAILED)
 
@@ -218,12 +223,21 @@ def show(ctx: Context, address: str, fmt: str) -> None:
     ip = parse_address(address.strip())
     rt = ctx.runtime()
     now, allow = int(rt.clock()), service.allowlist(rt.config)
+    policy = service.feed_policy(rt.config)
     with rt.store.read() as conn:
         offender = q.get_offender(conn, str(ip))
         offenses = q.offenses_of(conn, str(ip))
         events = q.events_of(conn, str(ip))
+        verdicts = {
+            feed.name: explain(conn, service.feed_spec(feed), policy, ip, offender, now)
+            for feed in rt.config.feeds
+        }
     rt.close()
+    feeds = {name: {"listed": listed, "reason": why} for name, (listed, why) in verdicts.items()}
     if offender is None:
+        for name, verdict in feeds.items():
+            if verdict["listed"]:
+                out.print(f"{ip}: no offender, but feed {name} lists it: {verdict['reason']}")
         fail(f"{ip} is not in the store (no device has reported it)", EXIT_FAILED)
     record = offender_record(offender, now, allow)
     by_origin: dict[str, dict[str, Any]] = {}
@@ -234,13 +248,6 @@ def show(ctx: Context, address: str, fmt: str) -> None:
         )
         item["offenses"] += 1
         item["causes"][o.source] = item["causes"].get(o.source, 0) + 1
-    feeds = {}
-    for feed in rt.config.feeds:
-        spec = service.feed_spec(feed)
-        why = spec.excludes(offender, now) if record["state"] == "active" else record["state"]
-        if record["state"] == "suppressed":
-            why = record["suppressed_by"]
-        feeds[feed.name] = {"listed": why is None, "reason": why}
     record |= {
         "by_origin": list(by_origin.values()),
         "offenses": [
@@ -286,9 +293,9 @@ def show(ctx: Context, address: str, fmt: str) -> None:
         timeline.add_row(iso(e.time), e.kind, e.actor, e.detail)
     out.print(timeline)
     for name, verdict in feeds.items():
+        status = "listed" if verdict["listed"] else "not listed"
         out.print(
-            f"  feed {name}: "
-            + ("listed" if verdict["listed"] else f"not listed ({verdict['reason']})")
+            f"  feed {name}: {status}" + (f" ({verdict['reason']})" if verdict["reason"] else "")
         )
 
 

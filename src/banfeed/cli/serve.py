@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from .. import service
+from .. import control, service
 from ..config import Config, load
 from ..feeds import RENDERERS, build_feed, fortigate_config
 from ..server.cache import etag_of
@@ -22,6 +22,7 @@ from ..store import open_store
 from ..store import queries as q
 from ..timeutil import iso
 from .base import Context, err, handle_errors, main, out, pass_ctx
+from .control import operator
 
 log = logging.getLogger("banfeed")
 
@@ -51,12 +52,37 @@ def serve(ctx: Context) -> None:
     _daemon(ctx.config, collect=False)
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table")
+@click.pass_context
+def feeds(click_ctx: click.Context, fmt: str) -> None:
+    """List feeds: size, limit, overflow, ETag, hold, last change, each consumer's last fetch."""
+    if click_ctx.invoked_subcommand is None:
+        click_ctx.invoke(feeds_list, fmt=fmt)
+
+
+@feeds.command("approve")
+@click.argument("name")
 @pass_ctx
 @handle_errors
-def feeds(ctx: Context, fmt: str) -> None:
-    """List feeds: size, limit, overflow, ETag, last change, and each consumer's last fetch."""
+def feeds_approve(ctx: Context, name: str) -> None:
+    """Release a feed held by the mass-drop guard: publish its current content."""
+    config = ctx.config
+    config.feed(name)
+    rt = ctx.runtime()
+    try:
+        held = control.approve_feed(rt.store, name, actor=operator(), now=int(rt.clock()))
+    finally:
+        rt.close()
+    if held:
+        out.print(f"feed {name}: hold released; servers publish its current content within seconds")
+    else:
+        out.print(f"feed {name} was not held; nothing to approve")
+
+
+@pass_ctx
+@handle_errors
+def feeds_list(ctx: Context, fmt: str) -> None:
     rt = ctx.runtime()
     now, policy = int(rt.clock()), service.feed_policy(rt.config)
     rows: list[dict[str, Any]] = []
@@ -78,6 +104,8 @@ def feeds(ctx: Context, fmt: str) -> None:
                     "etag": etag,
                     "changed": iso(changed),
                     "auth": feed.auth.type,
+                    "held_since": iso(state["held_since"]) if state else None,
+                    "hold_reason": state["hold_reason"] if state else None,
                     "consumers": [
                         {
                             "address": c["address"],
@@ -97,7 +125,7 @@ def feeds(ctx: Context, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(rows, indent=1))
         return
-    table = Table("feed", "entries", "limit", "overflow", "ETag", "changed", "auth")
+    table = Table("feed", "entries", "limit", "overflow", "ETag", "changed", "auth", "held")
     for r in rows:
         table.add_row(
             r["feed"],
@@ -107,8 +135,12 @@ def feeds(ctx: Context, fmt: str) -> None:
             r["etag"],
             r["changed"] or "not served yet",
             r["auth"],
+            f"since {r['held_since']}" if r["held_since"] else "no",
         )
     out.print(table)
+    for r in rows:
+        if r["hold_reason"]:
+            out.print(f"HELD {r['feed']}: {r['hold_reason']}")
     fetches = Table("feed", "consumer", "user agent", "last fetch", "status", "has current")
     for r in rows:
         for c in r["consumers"]:

@@ -457,3 +457,39 @@ def delete_expired_offenders(conn: Connection, before: int) -> list[str]:
     for chunk in _chunks(removable):
         conn.execute(delete(offenders).where(offenders.c.ip.in_(chunk)))
     return removable
+
+
+def _active(now: int) -> Any:
+    return and_(
+        offenders.c.status == "listed",
+        or_(offenders.c.active_until.is_(None), offenders.c.active_until > now),
+    )
+
+
+def count_active_between(conn: Connection, low: bytes, high: bytes, now: int) -> int:
+    """Active offenders whose sort key lies in [low, high] (one prefix's addresses)."""
+    query = (
+        select(func.count())
+        .select_from(offenders)
+        .where(_active(now), offenders.c.sort_key >= low, offenders.c.sort_key <= high)
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def count_ranked_above(conn: Connection, last_offense: int, offense_count: int, now: int) -> int:
+    """Active offenders a capped feed keeps before this one (more recent, then more repeated)."""
+    query = (
+        select(func.count())
+        .select_from(offenders)
+        .where(
+            _active(now),
+            or_(
+                offenders.c.last_offense > last_offense,
+                and_(
+                    offenders.c.last_offense == last_offense,
+                    offenders.c.offense_count > offense_count,
+                ),
+            ),
+        )
+    )
+    return int(conn.execute(query).scalar_one())
