@@ -208,7 +208,8 @@ class Collector:
                 status = _next_status(statuses.get((result.device, result.vdom)), result, now)
                 if status is not None:
                     q.save_device_status(conn, status)
-            q.set_meta(conn, "last_cycle", str(now))
+            if any(r.error is None for r in results) or not results:
+                q.set_meta(conn, "last_cycle", str(now))  # a cycle that reached a device
         metrics.OFFENSES_NEW.inc(report.new_offenses)
         metrics.SUPPRESSED.inc(report.suppressed)
         return report

@@ -331,8 +331,8 @@ def split_listen(value: str) -> tuple[str, int]:
         ip_address(host)  # an address, not a name: nothing is resolved
     except ValueError:
         raise ValueError(f"{usage}; the host must be an IP address") from None
-    if ":" in host and not value.startswith("["):
-        raise ValueError(f"{usage}; put an IPv6 address in brackets")
+    if (":" in host) != value.startswith("["):
+        raise ValueError(f"{usage}; brackets go around IPv6 addresses only")
     return host, int(port)
 
 

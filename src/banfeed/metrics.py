@@ -25,7 +25,6 @@ OFFENSES_NEW = Counter("banfeed_offenses_new_total", "New offenses stored.")
 SUPPRESSED = Counter(
     "banfeed_suppressed_total", "New offenses by never-block or allowlisted addresses."
 )
-OFFENDERS_ACTIVE = Gauge("banfeed_offenders_active", "Offenders active after the last cycle.")
 LAST_SUCCESS = Gauge(
     "banfeed_last_cycle_success_timestamp_seconds", "When the last cycle finished writing."
 )

@@ -277,6 +277,10 @@ class Daemon:
         self.collect = collect
         self.clock = clock
         self.access = feed_access(config)  # before anything starts: fail fast on secrets
+        for key in ("cert_file", "key_file"):
+            path = _path(config, getattr(config.server, key))
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"server.{key}: {path} is not a readable file")
         self.store = open_store(config.store_url())
         self.cache = FeedCache(
             self.store, [feed_spec(f) for f in config.feeds], feed_policy(config), clock

@@ -101,6 +101,7 @@ _BODY_FAULTS = ("none", "truncated", "invalid", "shape", "huge")  # banned list 
 _NOT_JSON: Final = object()  # request body absent or not JSON
 _LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 _FETCH_TIMEOUT = 5.0
+_CALLS_KEPT = 100_000  # SimDevice.calls drops its oldest half when it grows past this
 _ENTRY_PAGE = 100  # entry-list entries per answer unless ?count= says otherwise
 
 
@@ -273,7 +274,8 @@ class SimDevice:
     clock: Callable[[], float] = field(default=time.time, repr=False)
     rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
     feed_limit: int = FEED_LIMIT  # entries per threat feed; the rest are dropped (overflow)
-    # (method, path, JSON body, or the query dict when there is no body) of every request.
+    # (method, path, JSON body, or the query dict when there is no body) of every request;
+    # only the most recent ones are kept (see _CALLS_KEPT).
     calls: list[tuple[str, str, object]] = field(default_factory=list, repr=False)
     # The server thread and test code mutate the lists concurrently.
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -536,9 +538,9 @@ class SimFleet:
         """ASGI app for all devices, routed by local port (or, in-process, by host name)."""
         return _SimApp(routes=[self._route(*r) for r in _ROUTES])
 
-    def _route(self, path: str, method: str, handler: _Handler) -> Route:
+    def _route(self, path: str, method: str, handler: _Handler, vdom_rule: str) -> Route:
         async def endpoint(request: Request) -> Response:
-            return await self._endpoint(request, handler)
+            return await self._endpoint(request, handler, vdom_rule)
 
         return Route(path, endpoint, methods=[method])
 
@@ -553,7 +555,7 @@ class SimFleet:
             name = next(iter(self.devices))
         return self.devices.get(name) if name is not None else None
 
-    async def _endpoint(self, request: Request, handler: _Handler) -> Response:
+    async def _endpoint(self, request: Request, handler: _Handler, vdom_rule: str) -> Response:
         device = self._device_for(request.scope)
         if device is None:
             return PlainTextResponse("no simulated device here", status_code=404)
@@ -568,6 +570,8 @@ class SimFleet:
         else:
             recorded = raw.decode("utf-8", "replace") if body is _NOT_JSON else body
         device.calls.append((request.method, request.url.path, recorded))
+        if len(device.calls) > _CALLS_KEPT:  # a long `banfeed simulate` must not grow forever
+            del device.calls[: _CALLS_KEPT // 2]
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -575,14 +579,19 @@ class SimFleet:
                 return Response(status_code=499)  # client gone: uvicorn sends nothing
             if (refused := await _refused(device, request)) is not None:
                 return refused
-            return await handler(device, request, body)
+            vdom = request.query_params.get("vdom") or "root"
+            if vdom_rule != "any" and vdom not in device.vdoms:
+                if vdom_rule == "known" or "vdom" in request.query_params:
+                    return _error(404, -3, vdom=vdom)
+            return await handler(device, request, body, vdom)
         finally:
             self.in_flight -= 1
 
 
 # -- what every endpoint shares: auth, faults, FortiOS-shaped answers -------------------------
 
-_Handler = Callable[[SimDevice, Request, object], Awaitable[Response]]
+# (device, request, JSON body or _NOT_JSON, the vdom the query names) -> answer
+_Handler = Callable[[SimDevice, Request, object, str], Awaitable[Response]]
 
 
 async def _refused(device: SimDevice, request: Request) -> Response | None:
@@ -619,15 +628,6 @@ def _loads(raw: bytes) -> object:
 
 def _error(status: int, error: int = -1, **extra: str) -> Response:
     return _json({"status": "error", "http_status": status, "error": error, **extra}, status)
-
-
-def _vdom(device: SimDevice, request: Request, *, optional: bool = False) -> str | Response:
-    """The one vdom a request names (default root), or the 404 for an unknown one."""
-    given = request.query_params.get("vdom")
-    vdom = given or "root"
-    if vdom in device.vdoms or (optional and not given):
-        return vdom
-    return _error(404, -3, vdom=vdom)
 
 
 def _done(device: SimDevice, vdom: str, path: str, name: str, action: str) -> Response:
@@ -697,7 +697,7 @@ async def _reset(request: Request) -> None:
 # -- GET user/banned[/select] ------------------------------------------------------------------
 
 
-async def _banned(device: SimDevice, request: Request, _body: object) -> Response:
+async def _banned(device: SimDevice, request: Request, _body: object, _vdom: str) -> Response:
     fault = device.fault
     if fault == "shape":
         return _json({"status": "success", "results": {"not": "a list"}})
@@ -710,8 +710,8 @@ async def _banned(device: SimDevice, request: Request, _body: object) -> Respons
     if missing or not names:
         body = {"status": "error", "http_status": 404, "error": -3, "vdom": ",".join(missing)}
         return _json(body, 404)
-    select = request.url.path.rstrip("/").endswith("/select")
-    objects = [_response_object(device, v, device._poll(v), select) for v in names]
+    action = "select" if request.url.path.rstrip("/").endswith("/select") else None
+    objects = [_response_object(device, v, device._poll(v), action) for v in names]
     now = int(device.clock())
     if fault == "invalid":
         for obj in objects:
@@ -731,12 +731,13 @@ async def _banned(device: SimDevice, request: Request, _body: object) -> Respons
 
 
 def _response_object(
-    device: SimDevice, vdom: str, results: list[dict[str, object]], select: bool
+    device: SimDevice, vdom: str, results: object, action: str | None
 ) -> dict[str, Any]:
+    """A GET answer of user/banned (``action``: "select", "check" or None for the plain list)."""
     obj: dict[str, Any] = {"http_method": "GET", "results": results, "vdom": vdom}
     obj |= {"path": "user", "name": "banned"}
-    if select:
-        obj["action"] = "select"
+    if action is not None:
+        obj["action"] = action
     obj |= {"status": "success", "serial": device.serial, "version": device.version}
     obj["build"] = BUILD
     return obj
@@ -766,10 +767,7 @@ def _ip_list(body: object) -> list[str] | None:
         return None
 
 
-async def _add_users(device: SimDevice, request: Request, body: object) -> Response:
-    vdom = _vdom(device, request)
-    if isinstance(vdom, Response):
-        return vdom
+async def _add_users(device: SimDevice, request: Request, body: object, vdom: str) -> Response:
     ips = _ip_list(body)
     expiry = body.get("expiry") if isinstance(body, dict) else None
     if ips is None or not isinstance(expiry, int) or isinstance(expiry, bool) or expiry < 0:
@@ -778,42 +776,24 @@ async def _add_users(device: SimDevice, request: Request, body: object) -> Respo
     return _done(device, vdom, "user", "banned", "add_users")
 
 
-async def _clear_users(device: SimDevice, request: Request, body: object) -> Response:
-    vdom = _vdom(device, request)
-    if isinstance(vdom, Response):
-        return vdom
+async def _clear_users(device: SimDevice, request: Request, body: object, vdom: str) -> Response:
     if (ips := _ip_list(body)) is None:
         return _error(400)
     device._unban(vdom, ips)
     return _done(device, vdom, "user", "banned", "clear_users")
 
 
-async def _clear_all(device: SimDevice, request: Request, _body: object) -> Response:
-    vdom = _vdom(device, request)
-    if isinstance(vdom, Response):
-        return vdom
+async def _clear_all(device: SimDevice, request: Request, _body: object, vdom: str) -> Response:
     device._unban(vdom, None)
     return _done(device, vdom, "user", "banned", "clear_all")
 
 
-async def _check(device: SimDevice, request: Request, _body: object) -> Response:
-    vdom = _vdom(device, request)
-    if isinstance(vdom, Response):
-        return vdom
+async def _check(device: SimDevice, request: Request, _body: object, vdom: str) -> Response:
     given = request.query_params.get("ip_address", "")
     if (ips := _ip_list({"ip_addresses": [given]})) is None:
         return _error(400)
     results = {"ip_address": given, "is_banned": device._is_banned(vdom, ips[0])}
-    obj: dict[str, object] = {"http_method": "GET", "results": results, "vdom": vdom}
-    obj |= {
-        "path": "user",
-        "name": "banned",
-        "action": "check",
-        "status": "success",
-        "serial": device.serial,
-    }
-    obj |= {"version": device.version, "build": BUILD}
-    return _json(obj)
+    return _json(_response_object(device, vdom, results, "check"))
 
 
 # -- system/external-resource: entry-list, refresh, dynamic (push) ----------------------------
@@ -833,10 +813,7 @@ def _int_param(request: Request, name: str, default: int) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
-async def _entry_list(device: SimDevice, request: Request, _body: object) -> Response:
-    vdom = _vdom(device, request, optional=True)
-    if isinstance(vdom, Response):
-        return vdom
+async def _entry_list(device: SimDevice, request: Request, _body: object, vdom: str) -> Response:
     mkey, start = _mkey(request, None), _int_param(request, "start", 0)
     count = _int_param(request, "count", _ENTRY_PAGE)
     if mkey is None or start is None or count is None:
@@ -870,10 +847,7 @@ async def _entry_list(device: SimDevice, request: Request, _body: object) -> Res
     return _json(obj)
 
 
-async def _refresh(device: SimDevice, request: Request, body: object) -> Response:
-    vdom = _vdom(device, request, optional=True)
-    if isinstance(vdom, Response):
-        return vdom
+async def _refresh(device: SimDevice, request: Request, body: object, vdom: str) -> Response:
     if (mkey := _mkey(request, body)) is None:
         return _error(400)
     try:
@@ -906,10 +880,7 @@ def _commands(device: SimDevice, body: object) -> list[tuple[str, str, list[str]
     return out
 
 
-async def _dynamic(device: SimDevice, request: Request, body: object) -> Response:
-    vdom = _vdom(device, request, optional=True)
-    if isinstance(vdom, Response):
-        return vdom
+async def _dynamic(device: SimDevice, request: Request, body: object, vdom: str) -> Response:
     with device._lock:
         commands = _commands(device, body)
     if commands is None:  # all commands are checked before any is applied
@@ -918,16 +889,18 @@ async def _dynamic(device: SimDevice, request: Request, body: object) -> Respons
     return _done(device, vdom, "system", "external-resource", "dynamic")
 
 
-_ROUTES: list[tuple[str, str, _Handler]] = [
-    (_PATH, "GET", _banned),
-    (_PATH + "/select", "GET", _banned),
-    (_PATH + "/check", "GET", _check),
-    (_PATH + "/add_users", "POST", _add_users),
-    (_PATH + "/clear_users", "POST", _clear_users),
-    (_PATH + "/clear_all", "POST", _clear_all),
-    (_FEEDS + "/entry-list", "GET", _entry_list),
-    (_FEEDS + "/refresh", "POST", _refresh),
-    (_FEEDS + "/dynamic", "POST", _dynamic),
+# vdom rule: "known" (default root, must exist: else 404), "given" (checked only when given:
+# feeds are global objects here), "any" (the handler checks; the list takes "a,b" and "*").
+_ROUTES: list[tuple[str, str, _Handler, str]] = [
+    (_PATH, "GET", _banned, "any"),
+    (_PATH + "/select", "GET", _banned, "any"),
+    (_PATH + "/check", "GET", _check, "known"),
+    (_PATH + "/add_users", "POST", _add_users, "known"),
+    (_PATH + "/clear_users", "POST", _clear_users, "known"),
+    (_PATH + "/clear_all", "POST", _clear_all, "known"),
+    (_FEEDS + "/entry-list", "GET", _entry_list, "given"),
+    (_FEEDS + "/refresh", "POST", _refresh, "given"),
+    (_FEEDS + "/dynamic", "POST", _dynamic, "given"),
 ]
 
 

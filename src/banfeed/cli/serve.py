@@ -15,12 +15,13 @@ import click
 from rich.table import Table
 
 from .. import control, service
-from ..config import Config, load
+from ..config import Config, load, split_listen
+from ..errors import InputError
 from ..feeds import RENDERERS, build_feed, fortigate_config
 from ..server.cache import etag_of
 from ..store import open_store
 from ..store import queries as q
-from ..timeutil import iso
+from ..timeutil import iso, parse_duration
 from .base import Context, err, handle_errors, main, out, pass_ctx
 from .control import operator
 
@@ -162,7 +163,13 @@ def feeds_list(ctx: Context, fmt: str) -> None:
 @click.option("--feed", "feed_name", default=None, help="Feed name (default: the first feed).")
 @click.option("--url", default=None, help="Base URL of banfeed as the FortiGate reaches it.")
 @click.option("--username", default=None, help="Basic auth user (default: the feed's).")
-@click.option("--refresh", default=5, show_default=True, help="Refresh rate in minutes.")
+@click.option(
+    "--refresh",
+    type=click.IntRange(1, 43200),
+    default=5,
+    show_default=True,
+    help="Refresh rate in minutes (FortiOS: 1 to 43200).",
+)
 @pass_ctx
 @handle_errors
 def fortigate_config_cmd(
@@ -171,7 +178,13 @@ def fortigate_config_cmd(
     """Print the FortiOS CLI for an external threat feed and a deny policy using it."""
     config = ctx.config
     feed = config.feed(feed_name) if feed_name else config.feeds[0]
-    base = url or config.server.public_url or f"http://{config.server.listen}"
+    scheme = "https" if config.server.cert_file else "http"
+    base = url or config.server.public_url or f"{scheme}://{config.server.listen}"
+    if not (url or config.server.public_url):
+        err.print(
+            f"(using server.listen {config.server.listen}; pass --url with the address the "
+            "FortiGates reach, or set server.public_url)"
+        )
     click.echo(fortigate_config(feed.name, base, username or feed.auth.username, refresh))
 
 
@@ -190,6 +203,11 @@ def demo(listen: str, interval: str, directory: Path | None) -> None:
     """Simulated FortiGates (3 devices, 2 VDOMs, churn) + `banfeed run` on SQLite, until Ctrl-C."""
     from .. import simulator
 
+    try:  # check the arguments before anything starts
+        split_listen(listen)
+        parse_duration(interval, allow_forever=False)
+    except ValueError as exc:
+        raise InputError(f"--listen: {exc}") from None
     folder = directory or Path(tempfile.mkdtemp(prefix="banfeed-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)

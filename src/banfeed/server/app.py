@@ -125,7 +125,7 @@ async def _feed_response(
         return 503, PlainTextResponse(
             f"feed unavailable: {reason}\n", status_code=503, headers={"Retry-After": "30"}
         )
-    gzip_ok = "gzip" in request.headers.get("accept-encoding", "").lower()
+    gzip_ok = accepts_gzip(request.headers.get("accept-encoding", ""))
     etag = rendered.etag[:-1] + '-gzip"' if gzip_ok else rendered.etag
     headers = {
         "ETag": etag,
@@ -139,6 +139,20 @@ async def _feed_response(
         headers["Content-Encoding"] = "gzip"
         return 200, Response(rendered.gzipped, media_type=rendered.media_type, headers=headers)
     return 200, Response(rendered.body, media_type=rendered.media_type, headers=headers)
+
+
+def accepts_gzip(header: str) -> bool:
+    """``Accept-Encoding`` names gzip (or ``*``) with a non-zero quality."""
+    for part in header.lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() not in ("gzip", "x-gzip", "*"):
+            continue
+        quality = params.strip().removeprefix("q=") if params.strip().startswith("q=") else "1"
+        try:
+            return float(quality) > 0
+        except ValueError:
+            return False
+    return False
 
 
 def _not_modified(request: Request, rendered: Rendered, etag: str) -> bool:

@@ -220,7 +220,9 @@ class FeedCache:
         if fmt not in entry.rendered:
             render, media_type = RENDERERS[fmt]
             body = render(entry.build, int(self.clock()), entry.build.allowlist)
-            entry.rendered[fmt] = _rendered(body, etag_of(body), entry.changed, media_type)
+            # Offender details (counts, times) change without the plain feed changing: these
+            # formats are dated by their build, so If-Modified-Since never wrongly says 304.
+            entry.rendered[fmt] = _rendered(body, etag_of(body), entry.build.built, media_type)
         return entry.rendered[fmt]
 
 
