@@ -16,14 +16,16 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 
 from .collector import Collector, CycleReport
 from .config import Config, FeedConfig, read_secret, split_listen
-from .errors import BanfeedError, ConfigError
+from .errors import BanfeedError, ConfigError, InputError
 from .feeds import FeedPolicy, FeedSpec, build_feed
 from .fortios import DeviceTarget
+from .net import NetworkSet, parse_address
 from .policy import Allowlist, Escalation, PrefixGuard, Retention, build_allowlist
 from .push import Backoff, FeedSync, PushResult, push_quarantine
 from .server import FeedAccess, FeedCache, ServerState, create_app
@@ -114,6 +116,21 @@ def warnings(config: Config) -> list[str]:
             found.append(f"{where}.token: a literal token in the config — prefer token_env")
         if not fg.verify_tls:
             found.append(f"{where}.verify_tls: false — set ca_file to the device's CA instead")
+        host = urlsplit(fg.url).hostname or ""
+        try:
+            address = parse_address(host)
+        except InputError:
+            found.append(
+                f"{where}.url: {host} is a name; banfeed resolves nothing, so it cannot check "
+                "that this device's address is in [safety] protect"
+            )
+        else:
+            protect = NetworkSet((n, True) for n in config.safety.protect)
+            if protect.match(address) is None:
+                found.append(
+                    f"{where}.url: {address} is not in [safety] protect — add your FortiGates' "
+                    "and your own public ranges so they can never be published"
+                )
         if fg.token_file is not None:
             path = fg.token_file if fg.token_file.is_absolute() else config.base_dir / fg.token_file
             try:
