@@ -25,6 +25,7 @@ from .policy import (
 )
 from .store import Store
 from .store import queries as q
+from .timeutil import iso
 
 IMPORT_DEVICE = "import"  # offenses from an imported list: (import, <file name>, ip, created)
 
@@ -55,8 +56,10 @@ def ban(
         _check_publishable(network, allow)
         entry = Ban(network, now, None if ttl is None else now + ttl, "manual", actor, note)
         q.save_ban(conn, entry)
-        detail = f"banned {network} until {'unbanned' if ttl is None else now + ttl}"
-        q.insert_events(conn, [Event(now, "banned", str(network), actor, _with_note(detail, note))])
+        detail = f"banned {network} until {'unbanned' if ttl is None else iso(now + ttl)}"
+        q.insert_events(
+            conn, [Event(now, "banned", _subject(network), actor, _with_note(detail, note))]
+        )
         q.bump_version(conn)
     return entry
 
@@ -91,19 +94,9 @@ def allow_add(
     entry = AllowEntry(network, now, expires, actor, note)
     with store.write() as conn:
         q.save_allow_entry(conn, entry)
-        until = "" if expires is None else f" until {expires}"
-        q.insert_events(
-            conn,
-            [
-                Event(
-                    now,
-                    "allowlist_added",
-                    str(network),
-                    actor,
-                    _with_note(f"allowlisted{until}", note),
-                )
-            ],
-        )
+        until = "" if expires is None else f" until {iso(expires)}"
+        detail = _with_note(f"allowlisted{until}", note)
+        q.insert_events(conn, [Event(now, "allowlist_added", _subject(network), actor, detail)])
         q.bump_version(conn)
     return entry
 
@@ -113,8 +106,15 @@ def allow_remove(store: Store, target: str, *, actor: str, now: int) -> None:
     with store.write() as conn:
         if not q.delete_allow_entry(conn, str(network)):
             raise InputError(f"{network} is not in the store's allowlist (config entries stay)")
-        q.insert_events(conn, [Event(now, "allowlist_removed", str(network), actor, "removed")])
+        q.insert_events(
+            conn, [Event(now, "allowlist_removed", _subject(network), actor, "removed")]
+        )
         q.bump_version(conn)
+
+
+def _subject(network: IPNetwork) -> str:
+    """How an event names its subject: a host network is its address, so `show` finds it."""
+    return str(network.network_address) if network.num_addresses == 1 else str(network)
 
 
 def _with_note(detail: str, note: str | None) -> str:

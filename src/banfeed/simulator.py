@@ -37,8 +37,9 @@ Every request is counted in ``SimDevice.requests`` and recorded in ``SimDevice.c
 It deliberately shares no code with banfeed's client: a simulator that reused the client's
 parsing or models would agree with the client's bugs instead of exposing them.
 
-Only IP literals are accepted as bind addresses, and feed URLs must name a loopback host, so
-nothing is ever resolved or fetched off this machine; the default bind address is 127.0.0.1.
+Only IP literals are accepted as bind addresses and feed URLs must name 127.0.0.1, ::1 or
+localhost, so no other name is ever resolved and nothing is fetched off this machine; the
+default bind address is 127.0.0.1.
 """
 
 from __future__ import annotations

@@ -16,7 +16,15 @@ from rich.table import Table
 
 from .. import service
 from ..errors import InputError
-from ..feeds import RENDERERS, build_feed, csv_bytes, explain, offender_record, write_atomically
+from ..feeds import (
+    RENDERERS,
+    build_feed,
+    csv_bytes,
+    effective_allowlist,
+    explain,
+    offender_record,
+    write_atomically,
+)
 from ..net import parse_address
 from ..policy import state
 from ..store import Store
@@ -180,6 +188,7 @@ def list_(ctx: Context, show_all: bool, fmt: str, limit: int) -> None:
     rt = ctx.runtime()
     now, allow = int(rt.clock()), service.allowlist(rt.config)
     with rt.store.read() as conn:
+        allow = effective_allowlist(conn, allow, now)
         offenders = list(q.iter_offenders(conn, active_at=None if show_all else now))
     rt.close()
     if not show_all:
@@ -225,6 +234,7 @@ def show(ctx: Context, address: str, fmt: str) -> None:
     now, allow = int(rt.clock()), service.allowlist(rt.config)
     policy = service.feed_policy(rt.config)
     with rt.store.read() as conn:
+        allow = effective_allowlist(conn, allow, now)
         offender = q.get_offender(conn, str(ip))
         offenses = q.offenses_of(conn, str(ip))
         events = q.events_of(conn, str(ip))
