@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import json
 import os
 import signal
 import sqlite3
@@ -231,7 +232,7 @@ def test_feeds_command_shows_sizes_etag_and_last_fetch(site: dict[str, Any]) -> 
     site["daemon"].stop()  # stopping flushes the fetch records
     result = cli("--config", str(site["path"]), "feeds", "--format", "json")
     assert result.exit_code == 0, result.output
-    feeds = {f["feed"]: f for f in __import__("json").loads(result.output)}
+    feeds = {f["feed"]: f for f in json.loads(result.output)}
     quarantine = feeds["quarantine"]
     assert quarantine["entries"] == 105 and quarantine["max_entries"] == 131072
     assert quarantine["etag"] == etag and quarantine["changed"] is not None
@@ -374,3 +375,47 @@ def test_demo_serves_a_feed_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         proc.communicate()
         reader.join(timeout=5)
     assert not any("Traceback" in x for x in lines), "".join(lines)
+
+
+def _behind_the_back(db: Path, statement: str) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute(statement)
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
+
+
+def test_mass_drop_guard_keeps_serving_the_last_good_feed(site: dict[str, Any]) -> None:
+    url, db = site["url"], site["tmp"] / "banfeed.db"
+    good = first_feed(url)
+    etag = good.headers["etag"]
+    _behind_the_back(db, "DELETE FROM offenders")  # a wiped store, not a policy decision
+    held = wait_for(
+        lambda: 'banfeed_feed_held{feed="quarantine"} 1.0' in httpx.get(f"{url}/metrics").text,
+        what="the hold",
+    )
+    assert held
+    assert fortigate(url, etag).status_code == 304  # the FortiGate keeps what it has
+    again = fortigate(url)
+    assert again.status_code == 200 and again.content == good.content
+    status = json.loads(cli("--config", str(site["path"]), "feeds", "--format", "json").output)
+    quarantine = next(f for f in status if f["feed"] == "quarantine")
+    assert quarantine["held_since"] is not None
+    assert "would disappear" in quarantine["hold_reason"]
+    approved = cli("--config", str(site["path"]), "feeds", "approve", "quarantine")
+    assert approved.exit_code == 0 and "hold released" in approved.output
+    emptied = wait_for(
+        lambda: (r := fortigate(url)).status_code == 200 and r.content == b"" and r,
+        what="the approved (empty) feed",
+    )
+    assert emptied.headers["etag"] != etag
+
+
+def test_an_explained_drop_is_published_at_once(site: dict[str, Any]) -> None:
+    url, db = site["url"], site["tmp"] / "banfeed.db"
+    first_feed(url)
+    _behind_the_back(db, "UPDATE offenders SET status = 'unbanned'")  # every one unbanned
+    emptied = wait_for(
+        lambda: (r := fortigate(url)).status_code == 200 and r.content == b"" and r,
+        what="the emptied feed",
+    )
+    assert emptied.content == b""
+    assert 'banfeed_feed_held{feed="quarantine"} 0.0' in httpx.get(f"{url}/metrics").text
