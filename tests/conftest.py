@@ -3,10 +3,13 @@ PostgreSQL on this machine (a fresh schema per test), and the CLI through click'
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from banfeed import simulator
+from banfeed import config as config_mod
+from banfeed import service, simulator
 from banfeed.cli import main
 
 PG_URL = os.environ.get("BANFEED_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -117,3 +121,30 @@ def write_config(path: Path, store_url: str, body: str = "", allow: str = "[]") 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class RunningDaemon:
+    def __init__(self, cfg: config_mod.Config, collect: bool = True) -> None:
+        self.daemon = service.Daemon(cfg, collect=collect)
+        self.daemon.bind()
+        self.url = self.daemon.url
+        self.thread = threading.Thread(
+            target=lambda: asyncio.run(self.daemon.run(signals=False)), daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        wait_for(lambda: self.daemon._loop is not None, what="daemon loop")
+        self.daemon.stop_threadsafe()
+        self.thread.join(timeout=15)
+        assert not self.thread.is_alive()

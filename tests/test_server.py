@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import gzip
 import json
@@ -14,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,38 +21,11 @@ import httpx
 import pytest
 
 from banfeed import config as config_mod
-from banfeed import service, simulator
-from conftest import cli
+from banfeed import simulator
+from conftest import RunningDaemon, cli, wait_for
 
 PASSWORD = "feed-pass-0123456789"
 FORTIGATE_UA = "curl/7.58.0"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class RunningDaemon:
-    def __init__(self, cfg: config_mod.Config, collect: bool = True) -> None:
-        self.daemon = service.Daemon(cfg, collect=collect)
-        self.daemon.bind()
-        self.url = self.daemon.url
-        self.thread = threading.Thread(
-            target=lambda: asyncio.run(self.daemon.run(signals=False)), daemon=True
-        )
-        self.thread.start()
-
-    def stop(self) -> None:
-        wait_for(lambda: self.daemon._loop is not None, what="daemon loop")
-        self.daemon.stop_threadsafe()
-        self.thread.join(timeout=15)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture
