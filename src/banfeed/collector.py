@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from . import metrics
-from .errors import DeviceBackedOff, DeviceError, DeviceRateLimited
+from .errors import ConflictError, DeviceBackedOff, DeviceError, DeviceRateLimited
 from .fortios import DeviceTarget, FortiOSClient
 from .models import DeviceStatus, Event, Offender, Offense, PollResult
 from .policy import Allowlist, Retention, suppression_reason, with_entries
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE = 60  # seconds after the first 401/429; doubles with each further one
 BACKOFF_MAX = 3600
 REJECTS_LOGGED = 10  # per device and cycle; the rest are counted
+WRITE_ATTEMPTS = 3
 
 
 @dataclass
@@ -78,15 +79,16 @@ class Collector:
         self.concurrency = concurrency
         self.phase = "idle"  # idle | polling | writing: what a stop would interrupt
 
-    async def cycle(self) -> CycleReport:
-        """Poll everything, then store the result in one transaction (in a worker thread)."""
+    async def cycle(self, only: set[tuple[str, str]] | None = None) -> CycleReport:
+        """Poll everything (or only the ``(device, vdom)`` leases given), then store the result
+        in one transaction (in a worker thread)."""
         began = time.perf_counter()
         now = int(self.clock())
         with self.store.read() as conn:
             statuses = q.device_statuses(conn)
         self.phase = "polling"
         try:
-            results = await self.poll(statuses, now)
+            results = await self.poll(statuses, now, only)
         finally:
             self.phase = "idle"
         self.phase = "writing"
@@ -107,11 +109,25 @@ class Collector:
 
     # -- polling ------------------------------------------------------------------------------
 
+    def keys(self) -> list[tuple[str, str]]:
+        """Every (device, VDOM selector) this collector could poll: what leases are taken on."""
+        return [(t.name, vdom) for t in self.targets for vdom in t.vdoms]
+
     async def poll(
-        self, statuses: dict[tuple[str, str], DeviceStatus], now: int
+        self,
+        statuses: dict[tuple[str, str], DeviceStatus],
+        now: int,
+        only: set[tuple[str, str]] | None = None,
     ) -> list[PollResult]:
         gate = asyncio.Semaphore(self.concurrency)
-        tasks = [self._poll_device(t, statuses, now, gate) for t in self.targets]
+        targets = self.targets
+        if only is not None:
+            targets = [
+                replace(t, vdoms=tuple(v for v in t.vdoms if (t.name, v) in only))
+                for t in self.targets
+            ]
+            targets = [t for t in targets if t.vdoms]
+        tasks = [self._poll_device(t, statuses, now, gate) for t in targets]
         per_device = await asyncio.gather(*tasks)
         return [result for results in per_device for result in results]
 
@@ -196,6 +212,21 @@ class Collector:
         statuses: dict[tuple[str, str], DeviceStatus],
         now: int,
     ) -> CycleReport:
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return self._write_once(results, statuses, now)
+            except ConflictError as exc:  # a replica wrote the same offender first
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                log.info("cycle write conflicted (%s); retrying", exc)
+        raise AssertionError("unreachable")
+
+    def _write_once(
+        self,
+        results: list[PollResult],
+        statuses: dict[tuple[str, str], DeviceStatus],
+        now: int,
+    ) -> CycleReport:
         report = CycleReport(started=now, results=results)
         with self.store.write() as conn:
             new = self._new_offenses(conn, results)
@@ -243,7 +274,7 @@ class Collector:
         by_ip: dict[str, list[Offense]] = defaultdict(list)
         for offense, ip in new:
             by_ip[ip].append(offense)
-        existing = q.load_offenders(conn, by_ip)
+        existing = q.load_offenders(conn, by_ip, lock=True)
         allow = with_entries(self.allowlist, q.allow_entries(conn, now))
         inserts: list[tuple[Any, ...]] = []
         updates: list[dict[str, Any]] = []

@@ -297,6 +297,9 @@ class CollectConfig(_Section):
     concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once.")
     interval: FiniteDuration = Field(300, description="Time between cycles of `banfeed run`.")
     jitter: float = Field(0.1, ge=0.0, le=0.5, description="Random share of interval (±).")
+    shared: StrictBool | None = Field(
+        None, description="Replicas share devices by leases (default: on for PostgreSQL)."
+    )
 
 
 class ServerConfig(_Section):

@@ -5,7 +5,8 @@ BanfeedError
 ├── ConfigError            bad or missing configuration (exit code 2)
 ├── InputError             a user-supplied value that cannot be used (exit code 2)
 ├── StoreError             the store cannot be opened, read or written
-│   └── SchemaError        the store's schema is missing or older than the code
+│   ├── SchemaError        the store's schema is missing or older than the code
+│   └── ConflictError      a concurrent writer won (unique key, deadlock): retry the transaction
 ├── ExportError            a feed file cannot be written
 └── DeviceError            one FortiGate could not be polled (that device alone fails)
     ├── DeviceUnreachable      connection refused, reset or DNS failure
@@ -47,6 +48,10 @@ class StoreError(BanfeedError):
 
 class SchemaError(StoreError):
     """The store has no schema, or an older one than this code needs."""
+
+
+class ConflictError(StoreError):
+    """Another writer (a replica) changed the same rows first; the transaction can be retried."""
 
 
 class ExportError(BanfeedError):

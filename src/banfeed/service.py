@@ -31,6 +31,7 @@ from .push import Backoff, FeedSync, PushResult, push_quarantine
 from .server import FeedAccess, FeedCache, ServerState, create_app
 from .store import Store, open_store
 from .store import queries as q
+from .store.leases import Leases
 from .timeutil import Clock, system_clock
 
 log = logging.getLogger("banfeed")
@@ -315,6 +316,10 @@ class Daemon:
         self.url: str | None = None
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        shared = config.collect.shared
+        if shared is None:
+            shared = self.store.dialect == "postgresql"
+        self.leases = Leases(self.store, clock) if collect and shared else None
         self._push_backoff = Backoff()
         self._feed_sync = FeedSync()
         self.cycles = 0
@@ -372,6 +377,9 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(self._flush)
+            if self.leases is not None:
+                with contextlib.suppress(BanfeedError):
+                    await asyncio.to_thread(self.leases.leave)
             self.store.close()
             if signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -390,7 +398,10 @@ class Daemon:
         interval, jitter = self.config.collect.interval, self.config.collect.jitter
         while not self._stop.is_set():
             try:
-                report = await collector.cycle()
+                only = None
+                if self.leases is not None:
+                    only = await asyncio.to_thread(self.leases.assign, collector.keys())
+                report = await collector.cycle(only)
             except BanfeedError as exc:  # the store is down: say so, try again next interval
                 log.error("cycle failed: %s", exc)
             else:
@@ -419,6 +430,11 @@ class Daemon:
         while not self._stop.is_set():
             await asyncio.sleep(REFRESH_SECONDS)
             await asyncio.to_thread(self.cache.refresh)
+            if self.leases is not None:
+                try:
+                    await asyncio.to_thread(self.leases.heartbeat)
+                except BanfeedError as exc:  # the store is down: the cache says so already
+                    log.debug("heartbeat failed: %s", exc)
 
     async def _flush_loop(self) -> None:
         while not self._stop.is_set():

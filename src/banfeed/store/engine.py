@@ -20,10 +20,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
-from ..errors import SchemaError, StoreError
+from ..errors import ConflictError, SchemaError, StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -107,6 +107,8 @@ class Store:
             raise self._error(exc) from exc
 
     def _error(self, exc: SQLAlchemyError) -> StoreError:
+        if isinstance(exc, IntegrityError) or _pg_retryable(exc):
+            return ConflictError(f"store {self.display_url}: conflict: {_first_line(exc)}")
         if self.path is not None and not self.path.exists():
             return SchemaError(
                 f"store {self.display_url}: no such file — run `banfeed init` or "
@@ -196,6 +198,11 @@ def bulk_insert(
     else:
         params = [dict(zip(columns, row, strict=True)) for row in rows]
     conn.exec_driver_sql(str(compiled), params)
+
+
+def _pg_retryable(exc: SQLAlchemyError) -> bool:
+    # serialization_failure and deadlock_detected: PostgreSQL asks for a retry
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in ("40001", "40P01")
 
 
 def _first_line(exc: BaseException) -> str:

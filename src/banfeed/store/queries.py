@@ -12,7 +12,20 @@ from collections.abc import Iterable, Iterator, Sequence
 from ipaddress import ip_network
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Row,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from ..models import AllowEntry, Ban, DeviceStatus, Event, Offender, Offense
 from ..net import IPNetwork, address_from_sort_key, parse_address, sort_key
@@ -56,9 +69,11 @@ def set_meta(conn: Connection, key: str, value: str) -> None:
 
 
 def bump_version(conn: Connection) -> int:
-    version = store_version(conn) + 1
-    conn.execute(update(meta).where(meta.c.key == "version").values(value=str(version)))
-    return version
+    """Increment the version in SQL, so concurrent writers (replicas) never lose a bump: the
+    UPDATE takes the row lock and reads the committed value."""
+    bumped = cast(cast(meta.c.value, BigInteger) + 1, Text)
+    conn.execute(update(meta).where(meta.c.key == "version").values(value=bumped))
+    return store_version(conn)
 
 
 # -- offenders -------------------------------------------------------------------------------
@@ -125,10 +140,17 @@ def _offender(row: Row[Any]) -> Offender:
     )
 
 
-def load_offenders(conn: Connection, ips: Iterable[str]) -> dict[str, Offender]:
+def load_offenders(
+    conn: Connection, ips: Iterable[str], *, lock: bool = False
+) -> dict[str, Offender]:
+    """Offenders by address; with ``lock``, row-locked until the transaction ends (PostgreSQL:
+    two replicas updating one offender serialise instead of losing an offense count)."""
     found: dict[str, Offender] = {}
     for chunk in _chunks(sorted(set(ips))):
-        for row in conn.execute(select(offenders).where(offenders.c.ip.in_(chunk))):
+        query = select(offenders).where(offenders.c.ip.in_(chunk))
+        if lock:
+            query = query.with_for_update()
+        for row in conn.execute(query):
             found[row.ip] = _offender(row)
     return found
 

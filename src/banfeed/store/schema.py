@@ -152,3 +152,20 @@ bans = Table(
     Column("note", Text, nullable=True),
     Index(None, "sort_key"),
 )
+
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", String(96), primary_key=True),
+    Column("started", BigInteger, nullable=False),
+    Column("heartbeat", BigInteger, nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("device", String(64), primary_key=True),
+    Column("vdom", String(64), primary_key=True),
+    Column("owner", String(96), nullable=True),
+    Column("since", BigInteger, nullable=False),
+)
