@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
 
 from .errors import ConfigError, InputError
 from .net import IPNetwork, parse_network
@@ -87,6 +88,10 @@ class _Section(BaseModel):
 
 class StoreConfig(_Section):
     url: str = Field("sqlite:///banfeed.db", description="SQLAlchemy URL of the store.")
+    password_env: str | None = Field(
+        None, min_length=1, description="Environment variable with the PostgreSQL password."
+    )
+    password_file: Path | None = Field(None, description="File with the PostgreSQL password.")
 
     @field_validator("url")
     @classmethod
@@ -370,8 +375,24 @@ class Config(_Section):
         return self
 
     def store_url(self) -> str:
-        """The store URL with a relative SQLite path made relative to the config file."""
+        """The store URL with a relative SQLite path made relative to the config file, and the
+        PostgreSQL password from ``password_env``/``password_file`` (never shown: stores print
+        their URL with the password hidden)."""
         url = self.store.url
+        if self.store.password_env or self.store.password_file:
+            secret = read_secret(
+                "store.password",
+                None,
+                self.store.password_env,
+                self.store.password_file,
+                self.base_dir,
+                what="PostgreSQL password",
+            )
+            return (
+                make_url(url)
+                .set(password=secret.get_secret_value())
+                .render_as_string(hide_password=False)
+            )
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/"):
             path = url[len(prefix) :]

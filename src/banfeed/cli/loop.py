@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.progress import Progress
 from rich.table import Table
 
 from .. import service
@@ -29,6 +30,7 @@ from ..net import parse_address
 from ..policy import state
 from ..store import Store
 from ..store import queries as q
+from ..store.copy import backup_sqlite, copy_store
 from ..timeutil import iso
 from .base import (
     EXIT_FAILED,
@@ -84,6 +86,55 @@ def db_upgrade(ctx: Context) -> None:
         out.print(f"store {store.display_url} is up to date (schema {after})")
     else:
         out.print(f"store {store.display_url} upgraded: {before or 'empty'} → {after}")
+
+
+@db.command("copy")
+@click.option("--from", "source", default=None, help="Store URL to copy (default: the config's).")
+@click.option("--to", "target", required=True, help="Store URL of a new, empty store.")
+@pass_ctx
+@handle_errors
+def db_copy(ctx: Context, source: str | None, target: str) -> None:
+    """Copy a whole store (SQLite ⇄ PostgreSQL), with a count check at the end."""
+    src = Store(source or ctx.config.store_url())
+    dst = Store(_relative_sqlite(target), create=True)
+    try:
+        with Progress(console=err, transient=True) as progress:
+            tasks: dict[str, Any] = {}
+
+            def show(table: str, done: int, total: int) -> None:
+                if table not in tasks:
+                    tasks[table] = progress.add_task(table, total=max(total, 1))
+                progress.update(tasks[table], completed=done)
+
+            counts = copy_store(src, dst, show)
+    finally:
+        src.close()
+        dst.close()
+    out.print(f"copied {src.display_url} → {dst.display_url}; rows checked on both sides:")
+    for table, count in counts.items():
+        out.print(f"  {table}: {count}")
+
+
+@db.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+@handle_errors
+def db_backup(ctx: Context, path: Path) -> None:
+    """Write a consistent copy of the SQLite store to PATH, even while `run` writes to it."""
+    store = Store(ctx.config.store_url())
+    try:
+        size = backup_sqlite(store, path)
+    finally:
+        store.close()
+    out.print(f"backed up {store.display_url} to {path} ({size:,} bytes)")
+
+
+def _relative_sqlite(url: str) -> str:
+    """``sqlite:///x.db`` given on the command line is relative to the current folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(Path(url[len(prefix) :]).resolve())
+    return url
 
 
 @main.command()

@@ -116,6 +116,17 @@ class Store:
             )
         return StoreError(f"store {self.display_url}: {_first_line(exc)}")
 
+    def reset_sequences(self, conn: Connection, tables: Sequence[Table]) -> None:
+        """After rows were inserted with explicit ids: PostgreSQL's sequences must move past
+        them (SQLite's rowids do by themselves)."""
+        if self.dialect != "postgresql":
+            return
+        for table in tables:
+            conn.exec_driver_sql(
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                f"coalesce((SELECT max(id) FROM {table.name}), 0) + 1, false)"
+            )
+
     # -- schema -------------------------------------------------------------------------------
 
     def _alembic(self, connection: Connection) -> AlembicConfig:
