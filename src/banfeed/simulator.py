@@ -278,6 +278,10 @@ class SimDevice:
     # (method, path, JSON body, or the query dict when there is no body) of every request;
     # only the most recent ones are kept (see _CALLS_KEPT).
     calls: list[tuple[str, str, object]] = field(default_factory=list, repr=False)
+    # Set to a set() to record every (vdom, canonical ip, created) ever served: the ground
+    # truth a test compares a store with ("no offense lost or duplicated").
+    ledger: set[tuple[str, str, int]] | None = field(default=None, repr=False)
+    poll_times: list[float] = field(default_factory=list, repr=False)  # each banned-list answer
     # The server thread and test code mutate the lists concurrently.
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _feeds: dict[str, _Feed] = field(default_factory=dict, init=False, repr=False)
@@ -371,6 +375,13 @@ class SimDevice:
             if self.churn > 0:
                 del entries[: self.churn]
                 entries.extend(self._fresh(self.churn, self.ipv6_ratio, None, DEFAULT_TTL))
+            self.poll_times.append(self.clock())
+            if self.ledger is not None:
+                for e in entries:
+                    try:
+                        self.ledger.add((vdom, str(ipaddress.ip_address(e.ip)), e.created))
+                    except ValueError:
+                        pass  # deliberately invalid text: never an offense
             return [e.to_json() for e in entries]
 
     # -- administrative bans (add_users / clear_users / clear_all / check) ------------------
