@@ -11,6 +11,7 @@ fingerprint is kept in device status), and only offenses not yet stored are writ
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -78,6 +79,7 @@ class Collector:
         self.clock = clock
         self.concurrency = concurrency
         self.phase = "idle"  # idle | polling | writing: what a stop would interrupt
+        self._ttl = functools.lru_cache(maxsize=256)(retention.ttl)
 
     async def cycle(self, only: set[tuple[str, str]] | None = None) -> CycleReport:
         """Poll everything (or only the ``(device, vdom)`` leases given), then store the result
@@ -281,7 +283,21 @@ class Collector:
         events: list[Event] = []
         for ip, offenses in by_ip.items():
             old = existing.get(ip)
-            offender = self._merge(old, offenses)
+            if old is None and len(offenses) == 1:  # the common case on a large first ingest
+                o = offenses[0]
+                offender = Offender(
+                    o.ip,
+                    o.created,
+                    o.created,
+                    1,
+                    (o.source,),
+                    (o.device,),
+                    (f"{o.device}/{o.vdom}",),
+                    self._active_until(o.created, 1),
+                    "listed",
+                )
+            else:
+                offender = self._merge(old, offenses)
             if old is None:
                 inserts.append(q.offender_tuple(offender, now, ip))
             else:
@@ -301,6 +317,10 @@ class Collector:
         report.new_offenses = len(new)
         report.new_offenders = len(inserts)
         report.updated_offenders = len(updates)
+
+    def _active_until(self, last_offense: int, offense_count: int) -> int | None:
+        ttl = self._ttl(offense_count)
+        return None if ttl is None else last_offense + ttl
 
     def _merge(self, old: Offender | None, offenses: list[Offense]) -> Offender:
         first = min(o.created for o in offenses)
@@ -325,7 +345,7 @@ class Collector:
             sources=tuple(sorted(sources)),
             devices=tuple(sorted(devices)),
             vdoms=tuple(sorted(vdoms)),
-            active_until=self.retention.active_until(last, count),
+            active_until=self._active_until(last, count),
             status="listed",
             note=note,
         )
