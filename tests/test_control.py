@@ -198,3 +198,10 @@ def test_prune_records_expiries_and_trims_history(env: dict[str, str]) -> None:
     assert [e["kind"] for e in show(env, "93.184.216.40")["events"]] == ["expired"]
     again = cli("prune", env=env)
     assert "0 offenders expired" in again.output
+
+
+def test_a_ban_with_nothing_publishable_is_refused_for_ipv6_too(env: dict[str, str]) -> None:
+    documentation = cli("ban", "2001:db8::/48", env=env)
+    assert documentation.exit_code == 2 and "never-block" in documentation.stderr
+    assert cli("ban", "2a00:1450:4001::/48", env=env).exit_code == 0
+    assert feed(env) == ["2a00:1450:4001::/48"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from banfeed.feeds import (
     render_text,
     write_atomically,
 )
-from banfeed.models import Offender
+from banfeed.models import Ban, Offender
 from banfeed.policy import Allowlist
 from banfeed.server.cache import FeedCache
 from banfeed.store import open_store
@@ -134,3 +134,15 @@ def test_fortigate_config_truncates_names_to_fortios_limits() -> None:
     names = [line.split('"')[1] for line in text.splitlines() if any(k in line for k in quoted)]
     assert len(names) == 3 and all(len(n) <= 35 for n in names)
     assert "server-identity-check" not in text and "username" not in text
+
+
+def test_bans_over_the_cap_are_counted_never_dropped_silently(store_url: str) -> None:
+    store = open_store(store_url, create=True)
+    with store.write() as conn:
+        for net in ("45.33.1.0/24", "45.33.3.0/24", "45.33.5.0/24"):
+            q.save_ban(conn, Ban(ip_network(net), T0, None, "manual", "test"))
+        q.bump_version(conn)
+    with store.read() as conn:
+        build = build_feed(conn, FeedSpec("f", max_entries=2), POLICY, T0)
+    store.close()
+    assert len(build.entries) == 2 and build.overflow == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,19 @@ def test_verify_compares_what_each_fortigate_loaded(trio: dict[str, Any]) -> Non
     assert "in sync" in rows["fw-b"]  # its push-type feed was synced by the daemon
     assert "server_err" in rows["fw-c"]
     assert result.exit_code == 1
+
+
+def test_a_pushed_quarantine_listed_back_is_not_a_new_offense(trio: dict[str, Any]) -> None:
+    now = int(time.time())
+    trio["a"].add("root", "93.184.216.50", created=now - 5, source="IPS")
+    cli("--config", str(trio["path"]), "collect")
+    assert "93.184.216.50" in {e.ip for e in trio["b"].vdoms["root"]}  # pushed to fw-b
+    pushed_before = len(posts(trio["a"], "/add_users")) + len(posts(trio["b"], "/add_users"))
+    second = cli("--config", str(trio["path"]), "collect")
+    assert "0 new offenses" in second.output  # fw-b lists it now: that is our own push
+    shown = json.loads(
+        cli("--config", str(trio["path"]), "show", "93.184.216.50", "--format", "json").output
+    )
+    assert shown["offense_count"] == 1 and shown["devices"] == ["fw-a"]
+    pushed_after = len(posts(trio["a"], "/add_users")) + len(posts(trio["b"], "/add_users"))
+    assert pushed_after == pushed_before  # nothing bounced back and forth

@@ -261,13 +261,15 @@ class Collector:
             known = q.known_offenses(
                 conn, result.device, {o.vdom for o in listed}, min(o.created for o in listed)
             )
+            fresh: list[tuple[Offense, str]] = []
             for offense in listed:
                 ip = str(offense.ip)
                 key = (offense.vdom, ip, offense.created)
                 if key in known or (offense.device, *key) in taken:
                     continue
                 taken.add((offense.device, *key))
-                new.append((offense, ip))
+                fresh.append((offense, ip))
+            new += _without_echoes(conn, result.device, fresh)
         return new
 
     def _apply(
@@ -349,6 +351,28 @@ class Collector:
             status="listed",
             note=note,
         )
+
+
+ECHO_SKEW = 300  # seconds of clock difference allowed between banfeed and a device
+
+
+def _without_echoes(
+    conn: Connection, device: str, fresh: list[tuple[Offense, str]]
+) -> list[tuple[Offense, str]]:
+    """Drop entries that are banfeed's own pushed quarantines listed back by the device: they
+    are not offenses (counting them would escalate TTLs and push them on, round and round)."""
+    if not fresh:
+        return fresh
+    pushed = q.pushed_to(conn, device, (ip for _, ip in fresh))
+    if not pushed:
+        return fresh
+    kept = []
+    for offense, ip in fresh:
+        push = pushed.get(ip)
+        if push is not None and push[0] - ECHO_SKEW <= offense.created <= push[1] + ECHO_SKEW:
+            continue
+        kept.append((offense, ip))
+    return kept
 
 
 def _next_status(old: DeviceStatus | None, result: PollResult, now: int) -> DeviceStatus | None:

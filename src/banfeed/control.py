@@ -15,11 +15,12 @@ from ipaddress import IPv4Address, IPv6Address, summarize_address_range
 
 from .errors import InputError
 from .models import AllowEntry, Ban, Event, Offender, Offense
-from .net import IPNetwork, parse_address, parse_network
+from .net import IPNetwork, carve, parse_address, parse_network
 from .policy import (
     Allowlist,
     PrefixGuard,
     Retention,
+    holes,
     suppression_reason,
     with_entries,
 )
@@ -31,10 +32,10 @@ IMPORT_DEVICE = "import"  # offenses from an imported list: (import, <file name>
 
 
 def _check_publishable(network: IPNetwork, allowlist: Allowlist) -> None:
-    """Refuse a ban whose every address would be suppressed anyway, naming the range."""
-    reason = suppression_reason(network.network_address, allowlist)
-    last = suppression_reason(network.broadcast_address, allowlist)
-    if reason is not None and reason == last and network.num_addresses <= 2**32:
+    """Refuse a ban of which nothing would be published (wholly never-block, protected or
+    allowlisted), naming why — exactly, by carving, for IPv4 and IPv6 alike."""
+    if not carve([network], holes(allowlist)):
+        reason = suppression_reason(network.network_address, allowlist) or "excluded ranges"
         raise InputError(f"{network} is not publishable: {reason}")
 
 

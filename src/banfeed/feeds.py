@@ -103,7 +103,7 @@ class FeedBuild:
     escalated: list[IPNetwork]  # prefixes published instead of their offenders
     entries: list[IPAddress | IPNetwork]  # the lines of the plain feed, numeric order
     matched: int  # offenders that matched before the cap
-    overflow: int  # matching offenders left out by max_entries
+    overflow: int  # matching offenders (or, rarely, ban networks) left out by max_entries
     valid_until: int | None  # the feed changes by itself then (an expiry), store or not
     version: int  # the store version it was built from
     built: int
@@ -145,11 +145,15 @@ def build_feed(conn: Connection, spec: FeedSpec, policy: FeedPolicy, now: int) -
     entries = _entries(published, networks, spec.aggregate, policy.guard)
     if len(entries) > spec.max_entries:
         entries = _entries(published, networks, True, policy.guard)
+    dropped_networks = 0
     if len(entries) > spec.max_entries:
         room = max(0, spec.max_entries - len(networks))
         ranked = sorted(matched, key=lambda o: (o.last_offense, o.offense_count), reverse=True)
         published = sorted(ranked[:room], key=lambda o: sort_key(o.ip))
-        entries = _entries(published, networks, True, policy.guard)[: spec.max_entries]
+        entries = _entries(published, networks, True, policy.guard)
+        if len(entries) > spec.max_entries:  # bans alone exceed the cap: say so, never silently
+            dropped_networks = len(entries) - spec.max_entries
+            entries = entries[: spec.max_entries]
     return FeedBuild(
         spec=spec,
         offenders=published,
@@ -157,7 +161,7 @@ def build_feed(conn: Connection, spec: FeedSpec, policy: FeedPolicy, now: int) -
         escalated=escalated,
         entries=entries,
         matched=len(matched),
-        overflow=len(matched) - len(published),
+        overflow=len(matched) - len(published) + dropped_networks,
         valid_until=_valid_until(matched, bans, spec, conn, now),
         version=version,
         built=now,

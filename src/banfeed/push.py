@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from .errors import DeviceError
 from .fortios import DeviceTarget, FeedStatus, FortiOSClient
 from .models import Offender
+from .store import Store
+from .store import queries as q
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ async def push_quarantine(
     max_per_cycle: int,
     max_expiry: int,
     backoff: Backoff,
+    store: Store | None = None,
 ) -> list[PushResult]:
     """Quarantine each newly published offender on every device that did not report it."""
 
@@ -81,9 +84,14 @@ async def push_quarantine(
             buckets[expiry].append(str(offender.ip))
         try:
             async with FortiOSClient(target) as client:
+                vdom = target.vdoms[0] if target.vdoms[0] != "*" else "root"
                 for expiry, addresses in sorted(buckets.items()):
-                    await client.add_users(addresses, expiry)
+                    await client.add_users(addresses, expiry, vdom)
                     result.count += len(addresses)
+                    if store is not None:  # so the device listing them back is no new offense
+                        await asyncio.to_thread(
+                            _remember, store, target.name, addresses, now, expiry
+                        )
         except DeviceError as exc:
             result.error = exc
             backoff.failed(target.name, now)
@@ -92,6 +100,11 @@ async def push_quarantine(
         return result
 
     return list(await asyncio.gather(*(one(t) for t in targets)))
+
+
+def _remember(store: Store, device: str, addresses: list[str], now: int, expiry: int) -> None:
+    with store.write() as conn:
+        q.record_pushes(conn, device, addresses, now, now + expiry)
 
 
 async def clear_everywhere(

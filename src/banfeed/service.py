@@ -25,7 +25,7 @@ from .config import Config, FeedConfig, read_secret, split_listen
 from .errors import BanfeedError, ConfigError, InputError
 from .feeds import FeedPolicy, FeedSpec, build_feed
 from .fortios import DeviceTarget
-from .net import NetworkSet, parse_address
+from .net import NetworkSet, never_block_reason, parse_address
 from .policy import Allowlist, Escalation, PrefixGuard, Retention, build_allowlist
 from .push import Backoff, FeedSync, PushResult, push_quarantine
 from .server import FeedAccess, FeedCache, ServerState, create_app
@@ -127,7 +127,7 @@ def warnings(config: Config) -> list[str]:
             )
         else:
             protect = NetworkSet((n, True) for n in config.safety.protect)
-            if protect.match(address) is None:
+            if protect.match(address) is None and never_block_reason(address) is None:
                 found.append(
                     f"{where}.url: {address} is not in [safety] protect — add your FortiGates' "
                     "and your own public ranges so they can never be published"
@@ -160,6 +160,7 @@ def feed_push_targets(config: Config) -> list[tuple[DeviceTarget, str]]:
 
 async def push_after_cycle(
     config: Config,
+    store: Store,
     report: CycleReport,
     feed_lines: list[str] | None,
     *,
@@ -178,6 +179,7 @@ async def push_after_cycle(
             max_per_cycle=config.push.max_per_cycle,
             max_expiry=config.push.max_expiry,
             backoff=backoff,
+            store=store,
         )
     feed_targets = feed_push_targets(config)
     if feed_targets and feed_lines is not None:
@@ -227,9 +229,22 @@ async def collect_once(rt: Runtime) -> tuple[CycleReport, list[PushResult]]:
         feed = rt.config.feed(rt.config.push.feed)
         with rt.store.read() as conn:
             build = build_feed(conn, feed_spec(feed), feed_policy(rt.config), int(rt.clock()))
+            state = q.feed_states(conn).get(feed.name)
         lines = [str(e) for e in build.entries]
+        served = int(state["entries"]) if state else 0
+        if served and len(lines) < (1 - rt.config.safety.max_drop) * served:
+            # The mass-drop guard of the one-shot path: no server holds a last good version
+            # here, so rather than snapshot a feed that lost most of its lines, do not sync.
+            log.error(
+                "push feed %s: %d lines where %d were last served; not syncing (check the "
+                "store; a running server would hold this feed)",
+                feed.name,
+                len(lines),
+                served,
+            )
+            lines = None
     pushes = await push_after_cycle(
-        rt.config, report, lines, now=int(rt.clock()), backoff=Backoff(), sync=FeedSync()
+        rt.config, rt.store, report, lines, now=int(rt.clock()), backoff=Backoff(), sync=FeedSync()
     )
     return report, pushes
 
@@ -410,6 +425,7 @@ class Daemon:
                 log.info("%s", cycle_line(report, self.cache))
                 await push_after_cycle(
                     self.config,
+                    self.store,
                     report,
                     self._feed_lines(),
                     now=int(self.clock()),

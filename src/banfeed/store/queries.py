@@ -40,6 +40,7 @@ from .schema import (
     meta,
     offenders,
     offenses,
+    pushes,
 )
 
 CHUNK = 500  # bound parameters per IN (...) list: well inside SQLite's and PostgreSQL's limits
@@ -515,3 +516,30 @@ def count_ranked_above(conn: Connection, last_offense: int, offense_count: int, 
         )
     )
     return int(conn.execute(query).scalar_one())
+
+
+# -- pushes ----------------------------------------------------------------------------------
+
+
+def record_pushes(
+    conn: Connection, device: str, ips: Sequence[str], now: int, expires: int
+) -> None:
+    """Remember quarantines banfeed placed on ``device`` (replacing older records)."""
+    for chunk in _chunks(list(ips)):
+        conn.execute(delete(pushes).where(pushes.c.device == device, pushes.c.ip.in_(chunk)))
+    bulk_insert(
+        conn,
+        pushes,
+        ("device", "ip", "pushed", "expires"),
+        [(device, ip, now, expires) for ip in ips],
+    )
+    conn.execute(delete(pushes).where(pushes.c.expires < now))
+
+
+def pushed_to(conn: Connection, device: str, ips: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """``ip -> (pushed, expires)`` for quarantines banfeed placed on ``device``."""
+    found: dict[str, tuple[int, int]] = {}
+    for chunk in _chunks(sorted(set(ips))):
+        query = select(pushes).where(pushes.c.device == device, pushes.c.ip.in_(chunk))
+        found |= {r.ip: (r.pushed, r.expires) for r in conn.execute(query)}
+    return found

@@ -169,3 +169,12 @@ leases = Table(
     Column("owner", String(96), nullable=True),
     Column("since", BigInteger, nullable=False),
 )
+
+pushes = Table(
+    "pushes",
+    metadata,
+    Column("device", String(64), primary_key=True),
+    Column("ip", String(45), primary_key=True),
+    Column("pushed", BigInteger, nullable=False),
+    Column("expires", BigInteger, nullable=False),
+)
