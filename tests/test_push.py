@@ -142,6 +142,9 @@ def test_verify_compares_what_each_fortigate_loaded(trio: dict[str, Any]) -> Non
     try:
         feed_url = f"{daemon.url}/feeds/quarantine.txt"
         wait_for(lambda: daemon.daemon.cycles >= 1, what="a cycle")
+        wait_for(  # the daemon syncs fw-b's push-type feed right after its cycle
+            lambda: len(trio["b"].feed_entries("banfeed-quarantine")) == 4, what="push sync"
+        )
         trio["a"].add_feed("banfeed-quarantine", url=feed_url)
         trio["a"].feed_limit = 3  # an older FortiGate model with a small limit
         assert wait_for(lambda: trio["a"].refresh_feed("banfeed-quarantine") == 200)
