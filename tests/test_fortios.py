@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from banfeed import errors, simulator
-from banfeed.fortios import BannedAnswer, DeviceTarget, FortiOSClient, parse_banned
+from banfeed.fortios import BannedAnswer, DeviceTarget, FortiOSClient, _fast_ipv4, parse_banned
 from banfeed.net import parse_address
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fortios" / "fixtures"
@@ -195,3 +198,24 @@ def test_error_object_inside_200_is_an_error() -> None:
     body = json.dumps({"status": "error", "http_status": 403, "error": -37}).encode()
     with pytest.raises(errors.DeviceHTTPError, match="http_status=403"):
         parse_banned("fw", "root", body)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    text=st.one_of(
+        st.text(alphabet="0123456789. \n\t+-x", min_size=7, max_size=15),
+        st.lists(st.integers(min_value=0, max_value=999), min_size=3, max_size=5).map(
+            lambda parts: ".".join(str(p).zfill(1 + p % 2) for p in parts)
+        ),
+        st.tuples(*[st.integers(min_value=0, max_value=300)] * 4).map(
+            lambda parts: ".".join(map(str, parts))
+        ),
+    )
+)
+def test_fast_ipv4_agrees_with_ipaddress(text: str) -> None:
+    """The inet_pton fast path accepts exactly what ipaddress.IPv4Address accepts."""
+    try:
+        expected = IPv4Address(text)
+    except ValueError:
+        expected = None
+    assert _fast_ipv4(text) == expected

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .errors import DeviceError
 from .net import IPAddress, IPNetwork
 
 
-@dataclass(frozen=True, slots=True)
-class Offense:
+class Offense(NamedTuple):
     """One quarantine seen on one device: the immutable fact ``(device, vdom, ip, created)``.
 
     A FortiGate lists a quarantined address on every poll until it expires; the same ``created``
-    seen again is the same offense, a new ``created`` is a new one.
+    seen again is the same offense, a new ``created`` is a new one. (A NamedTuple, not a frozen
+    dataclass: a large poll creates a million of them, three times faster.)
     """
 
     device: str
