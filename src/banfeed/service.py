@@ -198,6 +198,17 @@ async def push_after_cycle(
     return results
 
 
+def make_collector(config: Config, store: Store, clock: Clock) -> Collector:
+    return Collector(
+        store,
+        targets(config),
+        retention(config),
+        allowlist(config),
+        clock=clock,
+        concurrency=config.collect.concurrency,
+    )
+
+
 @dataclass
 class Runtime:
     """What every command needs, built once from the Config."""
@@ -207,14 +218,7 @@ class Runtime:
     clock: Clock
 
     def collector(self) -> Collector:
-        return Collector(
-            self.store,
-            targets(self.config),
-            retention(self.config),
-            allowlist(self.config),
-            clock=self.clock,
-            concurrency=self.config.collect.concurrency,
-        )
+        return make_collector(self.config, self.store, self.clock)
 
     def close(self) -> None:
         self.store.close()
@@ -402,14 +406,7 @@ class Daemon:
             log.info("stopped")
 
     async def _collect_loop(self) -> None:
-        collector = Collector(
-            self.store,
-            targets(self.config),
-            retention(self.config),
-            allowlist(self.config),
-            clock=self.clock,
-            concurrency=self.config.collect.concurrency,
-        )
+        collector = make_collector(self.config, self.store, self.clock)
         interval, jitter = self.config.collect.interval, self.config.collect.jitter
         while not self._stop.is_set():
             try:

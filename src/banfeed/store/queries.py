@@ -51,6 +51,15 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _update_or_insert(
+    conn: Connection, table: Any, where: Any, values: dict[str, Any], defaults: dict[str, Any]
+) -> None:
+    """Update the row matching ``where``, or insert it (with ``defaults`` under ``values``).
+    Portable: no dialect's upsert; concurrent first inserts surface as ConflictError."""
+    if conn.execute(update(table).where(where).values(values)).rowcount == 0:
+        conn.execute(table.insert().values({**defaults, **values}))
+
+
 # -- meta ------------------------------------------------------------------------------------
 
 
@@ -65,8 +74,7 @@ def get_meta(conn: Connection, key: str) -> str | None:
 
 
 def set_meta(conn: Connection, key: str, value: str) -> None:
-    if conn.execute(update(meta).where(meta.c.key == key).values(value=value)).rowcount == 0:
-        conn.execute(meta.insert().values(key=key, value=value))
+    _update_or_insert(conn, meta, meta.c.key == key, {"value": value}, {"key": key})
 
 
 def bump_version(conn: Connection) -> int:
@@ -275,8 +283,7 @@ def save_device_status(conn: Connection, status: DeviceStatus) -> None:
     """Update the row, or insert it the first time (portable upsert: one writer at a time)."""
     values = {k: getattr(status, k) for k in DeviceStatus.__dataclass_fields__}
     key = and_(device_status.c.device == status.device, device_status.c.vdom == status.vdom)
-    if conn.execute(update(device_status).where(key).values(values)).rowcount == 0:
-        conn.execute(device_status.insert().values(values))
+    _update_or_insert(conn, device_status, key, values, {})
 
 
 # -- feeds -----------------------------------------------------------------------------------
@@ -288,10 +295,8 @@ def feed_states(conn: Connection) -> dict[str, dict[str, Any]]:
 
 def save_feed_state(conn: Connection, values: dict[str, Any]) -> None:
     """Update the given columns of a feed's state (insert it if it has none yet)."""
-    key = feed_state.c.feed == values["feed"]
-    if conn.execute(update(feed_state).where(key).values(values)).rowcount == 0:
-        defaults = {"etag": "", "entries": 0, "matched": 0, "overflow": 0, "changed": 0}
-        conn.execute(feed_state.insert().values({**defaults, **values}))
+    defaults = {"etag": "", "entries": 0, "matched": 0, "overflow": 0, "changed": 0}
+    _update_or_insert(conn, feed_state, feed_state.c.feed == values["feed"], values, defaults)
 
 
 def feed_consumer_rows(conn: Connection) -> list[dict[str, Any]]:
@@ -360,9 +365,7 @@ def save_ban(conn: Connection, ban: Ban) -> None:
         "actor": ban.actor,
         "note": ban.note,
     }
-    key = bans.c.network == values["network"]
-    if conn.execute(update(bans).where(key).values(values)).rowcount == 0:
-        conn.execute(bans.insert().values(values))
+    _update_or_insert(conn, bans, bans.c.network == values["network"], values, {})
 
 
 def delete_bans_within(conn: Connection, network: IPNetwork) -> list[str]:
@@ -399,8 +402,7 @@ def save_allow_entry(conn: Connection, entry: AllowEntry) -> None:
         "note": entry.note,
     }
     key = allow_entries_table.c.network == values["network"]
-    if conn.execute(update(allow_entries_table).where(key).values(values)).rowcount == 0:
-        conn.execute(allow_entries_table.insert().values(values))
+    _update_or_insert(conn, allow_entries_table, key, values, {})
 
 
 def delete_allow_entry(conn: Connection, network: str) -> bool:
