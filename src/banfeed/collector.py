@@ -50,7 +50,7 @@ class CycleReport:
     version: int = 0
     # Offenders that got a new offense this cycle and may be published, with the devices that
     # reported them: what push sends to the other FortiGates.
-    published: list[tuple[Offender, frozenset[str]]] = field(default_factory=list)
+    published: list[tuple[Offender, tuple[str, ...]]] = field(default_factory=list)
 
     @property
     def failed(self) -> list[PollResult]:
@@ -278,7 +278,8 @@ class Collector:
         by_ip: dict[str, list[Offense]] = defaultdict(list)
         for offense, ip in new:
             by_ip[ip].append(offense)
-        existing = q.load_offenders(conn, by_ip, lock=True)
+        # A store without offenders (a first ingest) has none to merge with: skip the lookups.
+        existing = q.load_offenders(conn, by_ip, lock=True) if q.has_offenders(conn) else {}
         allow = with_entries(self.allowlist, q.allow_entries(conn, now))
         inserts: list[tuple[Any, ...]] = []
         updates: list[dict[str, Any]] = []
@@ -305,13 +306,17 @@ class Collector:
             else:
                 updates.append(q.offender_values(offender, now))
             reason = suppression_reason(offender.ip, allow)
-            if reason is None:
-                report.published.append((offender, frozenset(o.device for o in offenses)))
             if reason is not None:
                 report.suppressed += len(offenses)
                 events.append(Event(now, "suppressed", ip, offenses[0].device, reason))
-            elif old is not None and old.status == "unbanned":
+                continue
+            reporters = offender.devices if old is None else tuple({o.device for o in offenses})
+            report.published.append((offender, reporters))
+            if old is not None and old.status == "unbanned":
                 events.append(Event(now, "relisted", ip, offenses[0].device, "new offense"))
+        # In index order, so a large insert appends to the B-trees instead of scattering pages.
+        new.sort(key=_index_order)
+        inserts.sort(key=_sort_key_of_row)
         q.insert_offenses(conn, new, seen=now)
         q.insert_offenders(conn, inserts)
         q.update_offenders(conn, updates)
@@ -353,6 +358,15 @@ class Collector:
         )
 
 
+def _index_order(pair: tuple[Offense, str]) -> tuple[str, str, int, str]:
+    offense, ip = pair
+    return (offense.device, offense.vdom, offense.created, ip)  # uq_offenses' column order
+
+
+def _sort_key_of_row(row: tuple[Any, ...]) -> bytes:
+    return bytes(row[1])  # OFFENDER_COLUMNS[1] is sort_key
+
+
 ECHO_SKEW = 300  # seconds of clock difference allowed between banfeed and a device
 
 
@@ -363,7 +377,7 @@ def _without_echoes(
     are not offenses (counting them would escalate TTLs and push them on, round and round)."""
     if not fresh:
         return fresh
-    pushed = q.pushed_to(conn, device, (ip for _, ip in fresh))
+    pushed = q.pushed_to(conn, device, min(o.created for o, _ in fresh) - ECHO_SKEW)
     if not pushed:
         return fresh
     kept = []

@@ -87,7 +87,9 @@ def family(address: IPAddress | IPNetwork) -> int:
 
 def sort_key(address: IPAddress) -> bytes:
     """Bytes whose byte-wise order is numeric order, IPv4 before IPv6."""
-    return (b"\x04" if address.version == 4 else b"\x06") + address.packed
+    if address.version == 4:
+        return b"\x04" + int(address).to_bytes(4, "big")
+    return b"\x06" + int(address).to_bytes(16, "big")
 
 
 def address_from_sort_key(key: bytes) -> IPAddress:

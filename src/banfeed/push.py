@@ -57,7 +57,7 @@ class Backoff:
 
 async def push_quarantine(
     targets: Sequence[DeviceTarget],
-    published: Sequence[tuple[Offender, frozenset[str]]],
+    published: Sequence[tuple[Offender, tuple[str, ...]]],
     *,
     now: int,
     max_per_cycle: int,

@@ -149,19 +149,28 @@ def _offender(row: Row[Any]) -> Offender:
     )
 
 
+# One statement, compiled once, expanded per call: large lookups cost the database's time only.
+_BY_IP = select(offenders).where(offenders.c.ip.in_(bindparam("ips", expanding=True)))
+_BY_IP_LOCKED = _BY_IP.with_for_update()
+BIG_CHUNK = 5000  # values per expanded IN list: under SQLite's 32,766 and PostgreSQL's 65,535
+
+
 def load_offenders(
     conn: Connection, ips: Iterable[str], *, lock: bool = False
 ) -> dict[str, Offender]:
     """Offenders by address; with ``lock``, row-locked until the transaction ends (PostgreSQL:
     two replicas updating one offender serialise instead of losing an offense count)."""
     found: dict[str, Offender] = {}
-    for chunk in _chunks(sorted(set(ips))):
-        query = select(offenders).where(offenders.c.ip.in_(chunk))
-        if lock:
-            query = query.with_for_update()
-        for row in conn.execute(query):
+    query = _BY_IP_LOCKED if lock else _BY_IP
+    # Sorted: replicas lock rows in one order, so they cannot deadlock each other.
+    for chunk in _chunks(sorted(set(ips)), BIG_CHUNK):
+        for row in conn.execute(query, {"ips": chunk}):
             found[row.ip] = _offender(row)
     return found
+
+
+def has_offenders(conn: Connection) -> bool:
+    return conn.execute(select(offenders.c.ip).limit(1)).first() is not None
 
 
 def get_offender(conn: Connection, ip: str) -> Offender | None:
@@ -538,10 +547,8 @@ def record_pushes(
     conn.execute(delete(pushes).where(pushes.c.expires < now))
 
 
-def pushed_to(conn: Connection, device: str, ips: Iterable[str]) -> dict[str, tuple[int, int]]:
-    """``ip -> (pushed, expires)`` for quarantines banfeed placed on ``device``."""
-    found: dict[str, tuple[int, int]] = {}
-    for chunk in _chunks(sorted(set(ips))):
-        query = select(pushes).where(pushes.c.device == device, pushes.c.ip.in_(chunk))
-        found |= {r.ip: (r.pushed, r.expires) for r in conn.execute(query)}
-    return found
+def pushed_to(conn: Connection, device: str, since: int) -> dict[str, tuple[int, int]]:
+    """``ip -> (pushed, expires)`` for quarantines banfeed placed on ``device`` that were still
+    running at ``since``: bounded by what was pushed, not by what the device lists."""
+    query = select(pushes).where(pushes.c.device == device, pushes.c.expires >= since)
+    return {r.ip: (r.pushed, r.expires) for r in conn.execute(query)}
