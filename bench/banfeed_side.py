@@ -1,0 +1,401 @@
+#!/usr/bin/env python3
+"""banfeed's side of the benchmarks, in a process of its own (so its peak RSS is its own).
+
+Driven by ``bench/run.py`` over stdin/stdout, one JSON object a line each way. Every command
+answers ``{"ok": true, ...}`` with ``seconds`` (the measured work only) and ``peak_kib`` (this
+process's ru_maxrss so far), or ``{"ok": false, "error": ...}``.
+
+- ``open``: config for ``devices`` [[name, url], ...] with ``token`` and ``concurrency``, a
+  fresh SQLite store at ``db`` (``config.parse`` → ``service.runtime``, as bench/collect_100k.py).
+- ``cycle``: one real collect cycle (``rt.collector().cycle()``); offense/offender/event rows
+  written, counted in the store before and after.
+- ``export``: the plain feed as ``banfeed export --output`` does it: ``build_feed`` +
+  ``render_text`` + ``write_atomically`` to ``out``.
+- ``fetch``: the anchor: httpx GET + ``json.loads`` of every device's answer, with the same
+  concurrency bound as banfeed (an asyncio semaphore of ``concurrency``), one shared client.
+- ``fill``: offenders inserted straight into the store from a file of addresses (not measured
+  against anything: it only prepares the aggregation benchmark).
+- ``aggfeed``: ``build_feed`` of ``FeedSpec(aggregate=True)`` + ``render_text``, written to
+  ``out`` with a plain write (iprange's side writes with a plain shell redirect).
+- ``fingerprints``: the answer fingerprints the store keeps per device.
+- ``quit``.
+
+``"profile": true`` on cycle/export/aggfeed runs the command under pyinstrument and adds a
+summary (top functions by self time and by inclusive time, and by package). For the profile,
+``asyncio.to_thread`` is made to run inline, so the collector's write phase (a worker thread
+in production) is seen by pyinstrument, which samples one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any, TypeVar
+
+_STARTED = time.perf_counter()
+
+import httpx  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+from banfeed import config, service  # noqa: E402
+from banfeed.feeds import FeedSpec, build_feed, render_text, write_atomically  # noqa: E402
+from banfeed.models import Offender  # noqa: E402
+from banfeed.store import queries as q  # noqa: E402
+from banfeed.store.schema import events, offenders, offenses  # noqa: E402
+
+IMPORT_SECONDS = time.perf_counter() - _STARTED
+BANNED_PATH = "/api/v2/monitor/user/banned"
+MAX_ENTRIES = 10_000_000  # the config's ceiling: every offender is published, like the old way
+T = TypeVar("T")
+
+
+def peak_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+# -- profiling -------------------------------------------------------------------------------
+
+
+def _component(path: str) -> str:
+    """The package a frame belongs to, from its file path."""
+    for marker in ("site-packages/", "dist-packages/"):
+        if marker in path:
+            return path.split(marker, 1)[1].split("/", 1)[0].removesuffix(".py")
+    if "/banfeed/" in path:
+        return "banfeed"
+    if "/lib/python" in path:
+        return "stdlib"
+    if path.startswith("<"):
+        return "builtin"
+    return Path(path).stem
+
+
+def short_path(path: str) -> str:
+    """``banfeed/collector.py``, ``sqlalchemy/...``, ``json/decoder.py``: where a frame is."""
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1]
+    if "/banfeed/" in path:
+        return "banfeed/" + path.rsplit("/banfeed/", 1)[1]
+    if "/lib/python3" in path:
+        return path.split("/lib/python3", 1)[1].split("/", 1)[-1]
+    return path
+
+
+def _label(frame: Any) -> str:
+    path = str(frame.file_path or "")
+    short = short_path(path)
+    return f"{frame.function} ({short}:{frame.line_no})"
+
+
+def summarize(session: Any, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive time per function (recursion counted once) and self time by package."""
+    root = session.root_frame()
+    total = root.time if root is not None else 0.0
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    by_component: Counter[str] = Counter()
+
+    def walk(frame: Any, active: frozenset[str], caller: str) -> None:
+        label = _label(frame)
+        real = [c for c in frame.children if not c.is_synthetic]
+        own = frame.time - sum(c.time for c in real)
+        self_time[label] += own
+        component = _component(str(frame.file_path or ""))
+        if component == "builtin":  # C functions count for the package that called them
+            component = caller
+        by_component[component] += own
+        if label not in active:
+            inclusive[label] += frame.time
+        for child in real:
+            walk(child, active | {label}, component)
+
+    if root is not None:
+        walk(root, frozenset(), "builtin")
+
+    def shares(counter: Counter[str], n: int) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / total, 1)) for k, v in counter.most_common(n)] if total else []
+
+    banfeed_inclusive = Counter({k: v for k, v in inclusive.items() if "banfeed/" in k})
+    return {
+        "seconds": round(total, 3),
+        "self": shares(self_time, top),
+        "inclusive_banfeed": shares(banfeed_inclusive, top),
+        "by_package": shares(by_component, 10),
+    }
+
+
+@contextlib.contextmanager
+def inline_to_thread() -> Iterator[None]:
+    real = asyncio.to_thread
+
+    async def inline(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        return func(*args, **kwargs)
+
+    asyncio.to_thread = inline
+    try:
+        yield
+    finally:
+        asyncio.to_thread = real
+
+
+def measured(profile: bool, work: Callable[[], T]) -> tuple[T, float, dict[str, Any] | None]:
+    if not profile:
+        t = time.perf_counter()
+        result = work()
+        return result, time.perf_counter() - t, None
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001, async_mode="disabled")
+    with inline_to_thread():
+        profiler.start()
+        t = time.perf_counter()
+        result = work()
+        elapsed = time.perf_counter() - t
+        session = profiler.stop()
+    return result, elapsed, summarize(session)
+
+
+# -- the commands ----------------------------------------------------------------------------
+
+
+class Side:
+    def __init__(self) -> None:
+        self.rt: service.Runtime | None = None
+        self.devices: list[tuple[str, str]] = []
+        self.token = ""
+        self.concurrency = 16
+
+    @property
+    def runtime(self) -> service.Runtime:
+        assert self.rt is not None, "open first"
+        return self.rt
+
+    def counts(self) -> dict[str, int]:
+        with self.runtime.store.read() as conn:
+            return {
+                t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                for t in (offenses, offenders, events)
+            }
+
+    def open(
+        self, db: str, devices: list[list[str]], token: str, concurrency: int
+    ) -> dict[str, Any]:
+        self.devices = [(name, url) for name, url in devices]
+        self.token, self.concurrency = token, concurrency
+        folder = Path(db).parent
+        cfg = config.parse(
+            {
+                "store": {"url": f"sqlite:///{db}"},
+                "fortigates": [
+                    {"name": name, "url": url, "token": token, "timeout": "10m"}
+                    for name, url in self.devices
+                ],
+                "feeds": [{"name": "quarantine", "max_entries": MAX_ENTRIES}],
+                "collect": {"concurrency": concurrency},
+            },
+            base_dir=folder,
+        )
+        t = time.perf_counter()
+        self.rt = service.runtime(cfg, create_store=True)
+        return {"seconds": time.perf_counter() - t, "import_seconds": IMPORT_SECONDS}
+
+    def cycle(self, profile: bool = False, repr_cost: bool = False) -> dict[str, Any]:
+        """One collect cycle. The coroutine given to ``asyncio.run`` returns a small summary,
+        not the CycleReport: on exit CPython 3.11's ``asyncio.Runner`` formats a repr of its
+        SIGINT handler, ``partial(main_task=task)``, so a large task result would be repr'd
+        in full twice (``signal.getsignal`` and ``signal.signal`` each build a ValueError
+        message). ``repr_cost`` measures what that costs when the report is the result, as
+        with ``banfeed collect`` (``asyncio.run(service.collect_once(rt))``)."""
+        before = self.counts()
+        collector = self.runtime.collector()
+
+        async def run() -> dict[str, Any]:
+            report = await collector.cycle()
+            extra: dict[str, Any] = {}
+            if repr_cost:
+                t = time.perf_counter()
+                extra["repr_seconds"] = 2 * (len(repr(report)) and time.perf_counter() - t)
+            return {
+                "new_offenses": report.new_offenses,
+                "unchanged": sum(r.unchanged for r in report.results),
+                "results": len(report.results),
+                "entries": sum(r.entries for r in report.results),
+                "failed": [f"{r.device}: {r.error}" for r in report.failed],
+                **extra,
+            }
+
+        result, elapsed, summary = measured(profile, lambda: asyncio.run(run()))
+        after = self.counts()
+        written = {k: after[k] - before[k] for k in after}
+        return {"seconds": elapsed, "written": written, **result, "profile": summary}
+
+    def export(self, out: str, profile: bool = False) -> dict[str, Any]:
+        rt = self.runtime
+        policy = service.feed_policy(rt.config)
+        spec = service.feed_spec(rt.config.feed("quarantine"))
+
+        def work() -> int:
+            now = int(rt.clock())
+            with rt.store.read() as conn:
+                build = build_feed(conn, spec, policy, now)
+            write_atomically(Path(out), render_text(build, now, build.allowlist))
+            return len(build.entries)
+
+        lines, elapsed, summary = measured(profile, work)
+        return {"seconds": elapsed, "lines": lines, "profile": summary}
+
+    def fetch(self) -> dict[str, Any]:
+        """The anchor: one shared httpx client (created inside the timing), GET every device
+        with at most ``concurrency`` in flight, ``json.loads`` each answer. Nothing else."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+
+        async def one(client: httpx.AsyncClient, url: str, gate: asyncio.Semaphore) -> int:
+            async with gate:
+                resp = await client.get(url + BANNED_PATH, params={"vdom": "root"}, headers=headers)
+                resp.raise_for_status()
+                return len(json.loads(resp.content)["results"])
+
+        async def every() -> list[int]:
+            gate = asyncio.Semaphore(self.concurrency)
+            limits = httpx.Limits(max_connections=self.concurrency)
+            async with httpx.AsyncClient(timeout=600, trust_env=False, limits=limits) as client:
+                return await asyncio.gather(*(one(client, url, gate) for _n, url in self.devices))
+
+        t = time.perf_counter()
+        counts = asyncio.run(every())
+        return {"seconds": time.perf_counter() - t, "entries": sum(counts)}
+
+    def fill(self, ips: str) -> dict[str, Any]:
+        rt = self.runtime
+        now = int(rt.clock())
+        t = time.perf_counter()
+        rows = []
+        with open(ips, encoding="ascii") as handle:
+            for line in handle:
+                ip = IPv4Address(line.strip())
+                offender = Offender(
+                    ip, now, now, 1, ("IPS",), ("fw",), ("fw/root",), None, "listed"
+                )
+                rows.append(q.offender_tuple(offender, now))
+        with rt.store.write() as conn:
+            q.insert_offenders(conn, rows)
+            q.bump_version(conn)
+        return {"seconds": time.perf_counter() - t, "offenders": len(rows)}
+
+    def aggfeed(self, out: str, profile: bool = False) -> dict[str, Any]:
+        rt = self.runtime
+        policy = service.feed_policy(rt.config)
+        spec = FeedSpec("aggregated", family="ipv4", aggregate=True, max_entries=MAX_ENTRIES)
+
+        def work() -> int:
+            now = int(rt.clock())
+            with rt.store.read() as conn:
+                build = build_feed(conn, spec, policy, now)
+            with open(out, "wb") as handle:
+                handle.write(render_text(build, now, build.allowlist))
+            return len(build.entries)
+
+        lines, elapsed, summary = measured(profile, work)
+        return {"seconds": elapsed, "lines": lines, "profile": summary}
+
+    def memprofile(self, top: int = 12) -> dict[str, Any]:
+        """Where the first cycle's memory goes (tracemalloc: Python allocations only).
+
+        The poll and the write phase run one after the other as ``cycle()`` runs them; live
+        allocations are snapshotted when the poll is done (the parsed answers the write
+        needs) and when the write starts inserting offenses (its working set at its largest).
+        """
+        import tracemalloc
+
+        from banfeed.store import queries
+
+        rt = self.runtime
+        collector = rt.collector()
+        now = int(rt.clock())
+        with rt.store.read() as conn:
+            statuses = q.device_statuses(conn)
+        snaps: dict[str, Any] = {}
+
+        def tops(snapshot: Any) -> list[tuple[str, float]]:
+            stats = snapshot.statistics("lineno")[:top]
+            return [
+                (
+                    f"{short_path(st.traceback[0].filename)}:{st.traceback[0].lineno}",
+                    round(st.size / 2**20, 1),
+                )
+                for st in stats
+            ]
+
+        real_insert = queries.insert_offenses
+
+        def insert_offenses(*args: Any, **kwargs: Any) -> None:
+            snaps["write"] = tracemalloc.take_snapshot()
+            real_insert(*args, **kwargs)
+
+        tracemalloc.start()
+        results = asyncio.run(collector.poll(statuses, now))
+        poll_peak = tracemalloc.get_traced_memory()[1]
+        snaps["poll"] = tracemalloc.take_snapshot()
+        rss_poll = peak_kib()
+        tracemalloc.reset_peak()
+        queries.insert_offenses = insert_offenses
+        try:
+            collector._write(results, statuses, now)
+        finally:
+            queries.insert_offenses = real_insert
+        write_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return {
+            "entries": sum(r.entries for r in results),
+            "rss_after_poll_mib": round(rss_poll / 1024),
+            "rss_after_write_mib": round(peak_kib() / 1024),
+            "tracemalloc": {
+                "poll (live when polling is done)": {
+                    "peak_mib": poll_peak / 2**20,
+                    "top": tops(snaps["poll"]),
+                },
+                "write (live when offenses are inserted)": {
+                    "peak_mib": write_peak / 2**20,
+                    "top": tops(snaps["write"]) if "write" in snaps else [],
+                },
+            },
+        }
+
+    def fingerprints(self) -> dict[str, Any]:
+        with self.runtime.store.read() as conn:
+            statuses = q.device_statuses(conn)
+        return {"fingerprints": {d: s.fingerprint for (d, _v), s in statuses.items()}}
+
+
+def main() -> None:
+    side = Side()
+    out = sys.stdout
+    sys.stdout = sys.stderr  # nothing but answers on the protocol channel
+    for line in sys.stdin:
+        request = json.loads(line)
+        cmd = request.pop("cmd")
+        if cmd == "quit":
+            break
+        try:
+            answer = getattr(side, cmd)(**request)
+            answer = {"ok": True, **answer, "peak_kib": peak_kib()}
+        except Exception as exc:  # reported to the driver, which stops the run
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        out.write(json.dumps(answer) + "\n")
+        out.flush()
+    if side.rt is not None:
+        side.rt.close()
+    os._exit(0)  # skip teardown of a large heap: nothing left to flush
+
+
+if __name__ == "__main__":
+    main()
