@@ -177,7 +177,8 @@ class Collector:
                 result.error = exc
                 metrics.DEVICE_ERRORS.labels(result.device, exc.kind).inc()
             else:
-                result.lists, result.fingerprint = answer.lists, answer.fingerprint
+                result.take(answer.lists)
+                result.fingerprint = answer.fingerprint
                 result.unchanged = answer.unchanged
             finally:
                 result.duration = time.perf_counter() - began
@@ -216,7 +217,10 @@ class Collector:
     ) -> CycleReport:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                return self._write_once(results, statuses, now)
+                report = self._write_once(results, statuses, now)
+                for result in results:
+                    result.lists = []  # stored: release a large poll's objects (counts stay)
+                return report
             except ConflictError as exc:  # a replica wrote the same offender first
                 if attempt == WRITE_ATTEMPTS:
                     raise

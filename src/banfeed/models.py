@@ -100,13 +100,13 @@ class PollResult:
     fingerprint: str | None = None
     unchanged: bool = False  # the answer is byte-identical to the last stored one
 
-    @property
-    def entries(self) -> int:
-        return sum(len(v.offenses) for v in self.lists)
+    entries: int = 0  # valid entries listed (kept after ``lists`` is released)
+    rejected: int = 0
 
-    @property
-    def rejected(self) -> int:
-        return sum(len(v.rejected) for v in self.lists)
+    def take(self, lists: list[VdomList]) -> None:
+        self.lists = lists
+        self.entries = sum(len(v.offenses) for v in lists)
+        self.rejected = sum(len(v.rejected) for v in lists)
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,12 @@ def _json_list(items: tuple[str, ...]) -> str:
     return json.dumps(items)
 
 
+@functools.lru_cache(maxsize=8192)
+def _json_tuple(text: str) -> tuple[str, ...]:
+    # The same few lists ('["IPS"]', '["edge-1"]') repeat over a whole table: decode each once.
+    return tuple(json.loads(text))
+
+
 def offender_tuple(offender: Offender, updated: int, ip_text: str | None = None) -> tuple[Any, ...]:
     """The row of ``offender`` in OFFENDER_COLUMNS order."""
     return (
@@ -140,9 +146,9 @@ def _offender(row: Row[Any]) -> Offender:
         first_offense=row.first_offense,
         last_offense=row.last_offense,
         offense_count=row.offense_count,
-        sources=tuple(json.loads(row.sources)),
-        devices=tuple(json.loads(row.devices)),
-        vdoms=tuple(json.loads(row.vdoms)),
+        sources=_json_tuple(row.sources),
+        devices=_json_tuple(row.devices),
+        vdoms=_json_tuple(row.vdoms),
         active_until=row.active_until,
         status=row.status,
         note=row.note,
