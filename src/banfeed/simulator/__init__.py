@@ -1,0 +1,24 @@
+"""A FortiGate REST API simulator, for tests, benchmarks and trying banfeed without a FortiGate.
+
+It shares no code with banfeed's client (tests/test_architecture.py checks): the two sides
+agree only on the HTTP API, as a real FortiGate and banfeed would. ``device`` holds the
+simulated state (quarantine lists, threat feeds), ``app`` the endpoints and faults, ``serve``
+the servers. See ``device``'s docstring for every endpoint and fault mode.
+"""
+
+from .app import SimFleet
+from .device import DEFAULT_TTL, FAULTS, FEED_LIMIT, SOURCES, SimDevice, SimEntry
+from .serve import RunningSimulator, serve_forever, start
+
+__all__ = [
+    "DEFAULT_TTL",
+    "FAULTS",
+    "FEED_LIMIT",
+    "SOURCES",
+    "RunningSimulator",
+    "SimDevice",
+    "SimEntry",
+    "SimFleet",
+    "serve_forever",
+    "start",
+]

@@ -1,0 +1,477 @@
+"""A fleet of fake FortiGates speaking the parts of the FortiOS REST API banfeed uses.
+
+banfeed's poller must be tested against something that behaves like real FortiOS, including
+the ugly parts: HTML error pages, 401/429 lock-outs, hung connections, resets, truncated or
+absurdly large bodies and entries whose ``ip_address`` is garbage. Real devices cannot be made
+to misbehave on demand, so this module serves the documented response shapes (see the
+fixtures in the FortiOS notes) from an in-process uvicorn server, one listening socket per
+simulated device, with faults, latency, expiry and churn switchable per device at run time.
+
+Endpoints (all under ``/api/v2/monitor``; Bearer token only, ``?access_token=`` is refused):
+
+- ``GET user/banned[/select]?vdom=V|a,b|*``: the quarantine list (expiry and churn applied).
+- ``POST user/banned/add_users?vdom=V`` ``{"ip_addresses": [...], "expiry": s}`` (0: none).
+- ``POST user/banned/clear_users?vdom=V`` ``{"ip_addresses": [...]}``.
+- ``POST user/banned/clear_all?vdom=V``.
+- ``GET user/banned/check?vdom=V&ip_address=X``: ``{"ip_address", "is_banned"}``.
+- ``GET system/external-resource/entry-list?mkey=F[&start=&count=]``: what a threat feed
+  (``SimDevice.add_feed``) holds, shaped like the v7.4.2 fixture.
+- ``POST system/external-resource/refresh?mkey=F``: fetch a pull feed now
+  (``SimDevice.refresh_feed``: loopback URLs only, a real HTTP GET like the FortiGate's curl).
+- ``POST system/external-resource/dynamic`` ``{"commands": [...]}``: push feeds (7.2.1+).
+
+Bad write bodies get 400 ``{"status": "error", "http_status": 400, "error": -1}``; unknown
+vdoms and feeds get 404 with ``"error": -3``.
+
+Fault modes (``SimDevice.fault``), checked after ``latency`` and before anything else:
+
+- every endpoint: ``401`` (HTML, even with a good token), ``403``/``404``/``424``/``429``
+  (JSON error; 429 with ``Retry-After: 60``), ``500`` (HTML), ``html`` (a 200 login page),
+  ``timeout`` (hang ``timeout_delay`` seconds, then answer), ``reset`` (TCP RST).
+- the banned list only: ``truncated`` (half the JSON), ``invalid`` (garbage entries added),
+  ``shape`` (``results`` is not a list), ``huge`` (padded to ``huge_bytes``). Other endpoints
+  answer normally under these.
+
+Every request is counted in ``SimDevice.requests`` and recorded in ``SimDevice.calls``.
+
+It deliberately shares no code with banfeed's client: a simulator that reused the client's
+parsing or models would agree with the client's bugs instead of exposing them.
+
+Only IP literals are accepted as bind addresses and feed URLs must name 127.0.0.1, ::1 or
+localhost, so no other name is ever resolved and nothing is fetched off this machine; the
+default bind address is 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import hashlib
+import ipaddress
+import random
+import ssl
+import threading
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import EllipsisType
+from typing import Final
+
+import httpx
+
+__all__ = ["DEFAULT_TTL", "FAULTS", "FEED_LIMIT", "SOURCES", "SimDevice", "SimEntry"]
+
+FAULTS = (
+    "none", "500", "timeout", "html", "truncated", "invalid", "shape", "huge",
+    "401", "403", "404", "424", "429", "reset",
+)  # fmt: skip
+SOURCES = ("IPS", "DoS", "AV", "APP", "DLP")
+DEFAULT_TTL = 300  # FortiOS default quarantine-expiry is 5 minutes
+BUILD = 1517
+FEED_LIMIT = 131_072  # entries per feed before FortiOS 7.4.4
+_API = "/api/v2/monitor"
+_PATH = _API + "/user/banned"
+_FEEDS = _API + "/system/external-resource"
+_RAW_SEND = "banfeed.simulator.raw_send"
+_HTML_401 = "<html><head><title>401 Unauthorized</title></head><body>Unauthorized</body></html>"
+_HTML_500 = "<html><head><title>500 Internal Server Error</title></head><body>Error</body></html>"
+_HTML_LOGIN = "<html><body>Please login</body></html>"
+# TEST-NET-3: the one "valid" address in the invalid-fault extras, so even a client that
+# wrongly accepts created="yesterday" can never push a real host into a feed.
+_BAD_CREATED_IP = "203.0.113.77"
+_HUGE_PAD_IP = "192.0.2.1"
+_BODY_FAULTS = ("none", "truncated", "invalid", "shape", "huge")  # banned list only
+_NOT_JSON: Final = object()  # request body absent or not JSON
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+_FETCH_TIMEOUT = 5.0
+_CALLS_KEPT = 100_000  # SimDevice.calls drops its oldest half when it grows past this
+_ENTRY_PAGE = 100  # entry-list entries per answer unless ?count= says otherwise
+
+
+# A superset of the non-global IPv4 space (plus multicast, reserved and the documentation
+# nets). Checking random ints against sorted intervals is ~20x faster than
+# IPv4Address.is_global, which matters for populating a million entries.
+_V4_EXCLUDED = sorted(
+    (int(n.network_address), int(n.broadcast_address))
+    for n in map(
+        ipaddress.IPv4Network,
+        (
+            "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+            "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+            "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3",
+        ),
+    )
+)  # fmt: skip
+_V4_STARTS = [start for start, _ in _V4_EXCLUDED]
+_V4_ENDS = [end for _, end in _V4_EXCLUDED]
+_V6_BASE = 0x2A0 << 116  # 2a00::/12, RIPE-allocated global unicast
+
+
+@dataclass
+class SimEntry:
+    """One quarantined address, served as-is (``ip`` may be deliberately invalid)."""
+
+    ip: str
+    created: int
+    expires: int | None  # None: key omitted from the JSON, like a no-expiry ban
+    source: str = "IPS"
+    ipv6: int | None = None  # None: 1 if ":" in ip else 0
+
+    def to_json(self) -> dict[str, object]:
+        ip = self.ip
+        ipv6 = self.ipv6 if self.ipv6 is not None else int(":" in ip)
+        if ":" in ip:
+            ip = _exploded(ip)
+        if self.expires is None:
+            return {"created": self.created, "ip_address": ip, "source": self.source, "ipv6": ipv6}
+        return {
+            "expires": self.expires,
+            "created": self.created,
+            "ip_address": ip,
+            "source": self.source,
+            "ipv6": ipv6,
+        }
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _exploded(ip: str) -> str:
+    # Real FortiOS answers IPv6 fully expanded; clients must normalise. Invalid text is
+    # served unchanged. Cached because parsing dominates serving large IPv6-heavy lists.
+    try:
+        return ipaddress.IPv6Address(ip).exploded
+    except ValueError:
+        return ip
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _ip_key(ip: str) -> str:
+    # Text to compare entries by: valid IPv4 text is already canonical (ipaddress refuses
+    # leading zeros), IPv6 comes in many spellings. Invalid text is returned unchanged.
+    if ":" not in ip:
+        return ip
+    try:
+        return str(ipaddress.IPv6Address(ip))
+    except ValueError:
+        return ip
+
+
+# -- threat feeds ("config system external-resource", type address) ---------------------------
+
+
+@dataclass
+class _Feed:
+    url: str
+    username: str | None
+    password: str | None
+    push: bool
+    verify: ssl.SSLContext | bool
+    entries: dict[str, str] = field(default_factory=dict)  # canonical -> text as received
+    invalid: list[str] = field(default_factory=list)  # invalid lines since the last snapshot
+    overflow: int = 0  # valid entries dropped over the device's feed_limit
+    http_status_code: int = 0  # of the last fetch; 0: connection failed, or never fetched
+    etag: str | None = None
+    last_content_update_time: float | None = None
+    conn_attempt_time: float | None = None
+    fetches: int = 0
+
+    def update(self, texts: Iterable[str], command: str, limit: int) -> None:
+        """Apply lines or pushed entries; invalid ones are counted, never fatal."""
+        if command == "snapshot":
+            self.entries, self.invalid, self.overflow = {}, [], 0
+        for text in texts:
+            key = _feed_entry(text)
+            if key is None:
+                self.invalid.append(text)
+            elif command == "remove":
+                self.entries.pop(key, None)
+            elif key not in self.entries:  # duplicates collapse (a guess; not counted)
+                if len(self.entries) < limit:
+                    self.entries[key] = text
+                else:  # FortiOS drops the newest entries over the limit
+                    self.overflow += 1
+
+
+def _feed_entry(text: str) -> str | None:
+    """Canonical form of one feed line (IP, CIDR/prefix or a-b range), None if invalid."""
+    if "%" in text:  # ipaddress accepts IPv6 scope ids; a FortiGate surely does not
+        return None
+    try:
+        if "-" in text:
+            first, _, last = text.partition("-")
+            low, high = ipaddress.ip_address(first), ipaddress.ip_address(last)
+            if low.version != high.version or int(low) > int(high):
+                return None
+            return f"{low}-{high}"
+        if "/" in text:
+            # Host bits may be set: the v7.4.2 fixture lists "172.200.1.4/16" as valid.
+            return str(ipaddress.ip_network(text, strict=False))
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _check_loopback(url: str) -> None:
+    """Refuse any feed URL that could make the simulator talk to another machine."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"bad feed URL {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or parsed.host not in _LOOPBACK_HOSTS:
+        raise ValueError(f"feed URL {url!r}: only http(s) to {_LOOPBACK_HOSTS} is fetched")
+
+
+def _fetch(feed: _Feed, url: str) -> tuple[int, str | None, bytes | None]:
+    """GET the feed like a FortiGate's curl: (status, ETag, body if 2xx); status 0: no answer."""
+    headers = {"User-Agent": "curl/7.58.0", "Accept": "*/*"}
+    if feed.etag is not None:
+        headers["If-None-Match"] = feed.etag
+    auth = None if feed.username is None else httpx.BasicAuth(feed.username, feed.password or "")
+    # trust_env=False: an HTTP(S)_PROXY in the environment must not route this off the host.
+    with httpx.Client(timeout=_FETCH_TIMEOUT, verify=feed.verify, trust_env=False) as client:
+        # curl sends no Accept-Encoding unless --compressed (the FortiGate's flags: unverified).
+        del client.headers["Accept-Encoding"]
+        try:
+            response = client.get(url, headers=headers, auth=auth)
+        except httpx.HTTPError:
+            return 0, None, None
+    if not response.is_success:
+        return response.status_code, None, None
+    return response.status_code, response.headers.get("etag"), response.content
+
+
+@dataclass(eq=False)
+class SimDevice:
+    """One simulated FortiGate. Attributes may be changed while the simulator runs."""
+
+    name: str
+    token: str
+    vdoms: dict[str, list[SimEntry]] = field(default_factory=lambda: {"root": []})
+    fault: str = "none"
+    latency: float = 0.0
+    churn: int = 0
+    timeout_delay: float = 30.0
+    huge_bytes: int = 2_000_000
+    version: str = "v7.2.5"
+    requests: int = 0  # API requests received (counted on arrival, any outcome)
+    ipv6_ratio: float = 0.1  # share of IPv6 among churned-in entries
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+    rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
+    feed_limit: int = FEED_LIMIT  # entries per threat feed; the rest are dropped (overflow)
+    # (method, path, JSON body, or the query dict when there is no body) of every request;
+    # only the most recent ones are kept (see _CALLS_KEPT).
+    calls: list[tuple[str, str, object]] = field(default_factory=list, repr=False)
+    # Set to a set() to record every (vdom, canonical ip, created) ever served: the ground
+    # truth a test compares a store with ("no offense lost or duplicated").
+    ledger: set[tuple[str, str, int]] | None = field(default=None, repr=False)
+    poll_times: list[float] = field(default_factory=list, repr=False)  # each banned-list answer
+    # The server thread and test code mutate the lists concurrently.
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _feeds: dict[str, _Feed] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.fault not in FAULTS:
+            raise ValueError(f"unknown fault {self.fault!r}; expected one of {FAULTS}")
+
+    @property
+    def serial(self) -> str:
+        return "FGVM" + hashlib.sha256(self.name.encode()).hexdigest()[:12].upper()
+
+    def add(
+        self,
+        vdom: str,
+        ip: str,
+        *,
+        created: int | None = None,
+        expires: int | None | EllipsisType = ...,
+        source: str = "IPS",
+    ) -> SimEntry:
+        if created is None:
+            created = int(self.clock())
+        if isinstance(expires, EllipsisType):
+            expires = created + DEFAULT_TTL
+        entry = SimEntry(ip=ip, created=created, expires=expires, source=source)
+        with self._lock:
+            self.vdoms.setdefault(vdom, []).append(entry)
+        return entry
+
+    def remove(self, vdom: str, ip: str) -> None:
+        """Forget every entry for ``ip`` in ``vdom``; absent addresses are ignored."""
+        with self._lock:
+            if vdom in self.vdoms:
+                self.vdoms[vdom] = [e for e in self.vdoms[vdom] if e.ip != ip]
+
+    def populate(
+        self,
+        vdom: str,
+        count: int,
+        *,
+        ipv6_ratio: float = 0.1,
+        source: str | None = None,
+        ttl: int | None = DEFAULT_TTL,
+    ) -> list[SimEntry]:
+        """Add ``count`` random public addresses, unique within the device (ttl None: no expiry)."""
+        gc_was_enabled = gc.isenabled()
+        # A million new objects would trigger dozens of full collections that find nothing.
+        gc.disable()
+        try:
+            with self._lock:
+                fresh = self._fresh(count, ipv6_ratio, source, ttl)
+                self.vdoms.setdefault(vdom, []).extend(fresh)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        return fresh
+
+    def _fresh(
+        self, count: int, ipv6_ratio: float, source: str | None, ttl: int | None
+    ) -> list[SimEntry]:
+        # Caller holds the lock. The taken set is rebuilt each time because callers may
+        # edit `vdoms` directly, so no cached index could be trusted.
+        taken = {e.ip for entries in self.vdoms.values() for e in entries}
+        now = int(self.clock())
+        expires = None if ttl is None else now + ttl
+        # Local aliases: this loop runs a million times for the large benchmarks.
+        rand, bits, starts, ends = self.rng.random, self.rng.getrandbits, _V4_STARTS, _V4_ENDS
+        out: list[SimEntry] = []
+        while len(out) < count:
+            if ipv6_ratio > 0 and rand() < ipv6_ratio:
+                ip = str(ipaddress.IPv6Address(_V6_BASE | bits(116)))
+            else:
+                n = bits(32)
+                # Redraw here rather than `continue`, which would re-toss the v4/v6 coin and
+                # skew the ratio. starts[0] == 0, so the bisect index is never -1.
+                while n <= ends[bisect_right(starts, n) - 1]:
+                    n = bits(32)
+                ip = f"{n >> 24}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+            if ip in taken:
+                continue
+            taken.add(ip)
+            src = source if source is not None else SOURCES[int(rand() * len(SOURCES))]
+            out.append(SimEntry(ip, now, expires, src))
+        return out
+
+    def _poll(self, vdom: str) -> list[dict[str, object]]:
+        """Expire, churn, and render one vdom, as a real poll would observe it."""
+        with self._lock:
+            entries = self._live(vdom)  # before _fresh, so dropped addresses count as free
+            if self.churn > 0:
+                del entries[: self.churn]
+                entries.extend(self._fresh(self.churn, self.ipv6_ratio, None, DEFAULT_TTL))
+            self.poll_times.append(self.clock())
+            if self.ledger is not None:
+                for e in entries:
+                    try:
+                        self.ledger.add((vdom, str(ipaddress.ip_address(e.ip)), e.created))
+                    except ValueError:
+                        pass  # deliberately invalid text: never an offense
+            return [e.to_json() for e in entries]
+
+    # -- administrative bans (add_users / clear_users / clear_all / check) ------------------
+
+    def _live(self, vdom: str) -> list[SimEntry]:
+        # Caller holds the lock. Expired entries are gone, as on a real device.
+        now = self.clock()
+        entries = [e for e in self.vdoms[vdom] if e.expires is None or e.expires > now]
+        self.vdoms[vdom] = entries
+        return entries
+
+    def _ban(self, vdom: str, ips: Sequence[str], expiry: int) -> None:
+        """Ban canonical ``ips``; one already listed gets its expiry replaced."""
+        with self._lock:
+            created = int(self.clock())
+            expires = None if expiry == 0 else created + expiry
+            wanted, todo = set(ips), dict.fromkeys(ips)  # todo: not listed yet, in order
+            entries = self._live(vdom)
+            for entry in entries:
+                key = _ip_key(entry.ip)
+                if key in wanted:
+                    entry.expires = expires
+                    todo.pop(key, None)
+            entries.extend(SimEntry(ip, created, expires, "Administrative") for ip in todo)
+
+    def _unban(self, vdom: str, ips: Sequence[str] | None) -> None:
+        """Forget canonical ``ips`` (None: everything) in ``vdom``."""
+        with self._lock:
+            gone = set(ips or ())
+            keep = [] if ips is None else [e for e in self._live(vdom) if _ip_key(e.ip) not in gone]
+            self.vdoms[vdom] = keep
+
+    def _is_banned(self, vdom: str, ip: str) -> bool:
+        with self._lock:
+            return any(_ip_key(e.ip) == ip for e in self._live(vdom))
+
+    # -- threat feeds ---------------------------------------------------------------------
+
+    def add_feed(
+        self,
+        name: str,
+        *,
+        url: str,
+        username: str | None = None,
+        password: str | None = None,
+        push: bool = False,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        """Configure an IP threat feed; an existing one of that name is replaced and empty.
+
+        ``push``: ``set update-method push`` (7.2.1+), filled only by the ``dynamic`` endpoint.
+        ``verify`` is for HTTPS feeds (a context trusting a test CA, or False).
+        """
+        with self._lock:
+            self._feeds[name] = _Feed(url, username, password, push, verify)
+
+    def refresh_feed(self, name: str) -> int:
+        """Fetch a pull feed now, as the FortiGate does every refresh-rate; returns the status.
+
+        2xx: the body replaces the entries (an empty body empties the feed). 304: nothing
+        changes. Anything else, or 0 for no answer: the last good entries are kept. Raises
+        KeyError for an unknown feed, ValueError for a push feed or a non-loopback URL.
+        """
+        with self._lock:
+            feed = self._feeds[name]
+            url = feed.url
+        if feed.push:
+            raise ValueError(f"feed {name!r} is a push feed: nothing to fetch")
+        _check_loopback(url)
+        attempt = self.clock()
+        status, etag, body = _fetch(feed, url)
+        lines = None if body is None else body.decode("utf-8", "replace").split("\n")
+        with self._lock:
+            feed.fetches += 1
+            feed.conn_attempt_time, feed.http_status_code = attempt, status
+            if lines is not None:
+                feed.etag = etag
+                texts = filter(None, (line.strip() for line in lines))  # blank lines ignored
+                feed.update(texts, "snapshot", self.feed_limit)
+                feed.last_content_update_time = self.clock()
+        return status
+
+    def feed_entries(self, name: str) -> set[str]:
+        """Valid entries of a feed, canonical (ipaddress text; ranges as "a-b")."""
+        with self._lock:
+            return set(self._feeds[name].entries)
+
+    def feed_status(self, name: str) -> dict[str, object]:
+        """The feed's counters; ``overflow`` is the number of entries dropped, not a bool."""
+        with self._lock:
+            feed = self._feeds[name]
+            return {
+                "push": feed.push,
+                "url": feed.url,
+                "valid_count": len(feed.entries),
+                "invalid_count": len(feed.invalid),
+                "overflow": feed.overflow,
+                "http_status_code": feed.http_status_code,
+                "etag": feed.etag,
+                "last_content_update_time": feed.last_content_update_time,
+                "conn_attempt_time": feed.conn_attempt_time,
+                "fetches": feed.fetches,
+            }
+
+    def _push(self, commands: Sequence[tuple[str, str, Sequence[str]]]) -> None:
+        with self._lock:
+            for name, command, entries in commands:
+                feed = self._feeds[name]
+                feed.update(entries, command, self.feed_limit)
+                feed.last_content_update_time = self.clock()
