@@ -261,17 +261,9 @@ def prune(store: Store, *, keep_history: int | None, actor: str, now: int) -> Pr
     older than ``keep_history``."""
     with store.write() as conn:
         last = int(q.get_meta(conn, "last_prune") or 0)
-        expired = [
-            o
-            for o in q.iter_offenders(conn)
-            if o.active_until is not None and last < o.active_until <= now
-        ]
+        expired = q.offenders_expired_between(conn, last, now)  # not a scan of every offender
         q.insert_events(
-            conn,
-            [
-                Event(o.active_until or now, "expired", str(o.ip), actor, "retention ended")
-                for o in expired
-            ],
+            conn, [Event(until, "expired", ip, actor, "retention ended") for ip, until in expired]
         )
         offenses = events = offenders = 0
         if keep_history is not None:

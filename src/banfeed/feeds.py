@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from .errors import ExportError
-from .models import Ban, Offender
+from .models import AllowEntry, Ban, Offender
 from .net import IPAddress, IPNetwork, NetworkSet, aggregate, carve, sort_key
 from .policy import (
     Allowlist,
@@ -136,7 +136,8 @@ def build_feed(conn: Connection, spec: FeedSpec, policy: FeedPolicy, now: int) -
     then most repeated, offenders, and report how many were left out.
     """
     version = q.store_version(conn)
-    allow = effective_allowlist(conn, policy.allowlist, now)
+    stored_allow = q.allow_entries(conn, now)
+    allow = with_entries(policy.allowlist, stored_allow)
     matched = feed_offenders(conn, spec, allow, now)
     bans = [b for b in q.active_bans(conn, now) if spec.excludes_ban(b) is None]
     escalated = policy.escalation.prefixes(o.ip for o in matched) if policy.escalation else []
@@ -162,7 +163,7 @@ def build_feed(conn: Connection, spec: FeedSpec, policy: FeedPolicy, now: int) -
         entries=entries,
         matched=len(matched),
         overflow=len(matched) - len(published) + dropped_networks,
-        valid_until=_valid_until(matched, bans, spec, conn, now),
+        valid_until=_valid_until(matched, bans, stored_allow, spec),
         version=version,
         built=now,
         allowlist=allow,
@@ -190,13 +191,13 @@ def _line_key(line: IPAddress | IPNetwork) -> tuple[int, int, int]:
 
 
 def _valid_until(
-    offenders: list[Offender], bans: list[Ban], spec: FeedSpec, conn: Connection, now: int
+    offenders: list[Offender], bans: list[Ban], allows: list[AllowEntry], spec: FeedSpec
 ) -> int | None:
     moments = [o.active_until for o in offenders if o.active_until is not None]
     if spec.seen_within is not None:
         moments += [o.last_offense + spec.seen_within for o in offenders]
     moments += [b.expires for b in bans if b.expires is not None]
-    moments += [e.expires for e in q.allow_entries(conn, now) if e.expires is not None]
+    moments += [e.expires for e in allows if e.expires is not None]
     return min(moments, default=None)
 
 
@@ -340,13 +341,16 @@ def explain(
     ip: IPAddress,
     offender: Offender | None,
     now: int,
+    *,
+    allow: Allowlist,
+    bans: list[Ban],
 ) -> tuple[bool, str | None]:
-    """Whether ``ip`` is in a feed, and why (or why not), for ``banfeed show``."""
-    allow = effective_allowlist(conn, policy.allowlist, now)
+    """Whether ``ip`` is in a feed, and why (or why not), for ``banfeed show``. ``allow`` (the
+    effective allowlist) and ``bans`` (the active ones) are read once by the caller."""
     reason = suppression_reason(ip, allow)
     if reason is not None:
         return False, f"suppressed — {reason}"
-    for ban in q.active_bans(conn, now):
+    for ban in bans:
         if ban.network.version == ip.version and ip in ban.network:
             if spec.excludes_ban(ban) is None:
                 return True, f"covered by {ban.provenance} ban {ban.network} by {ban.actor}"

@@ -109,6 +109,7 @@ def targets(config: Config) -> list[DeviceTarget]:
 def warnings(config: Config) -> list[str]:
     """Things that work but that an operator should fix; shown by ``banfeed check``."""
     found = []
+    protect = NetworkSet((n, True) for n in config.safety.protect)
     for fg in config.fortigates:
         where = f"fortigates[{fg.name}]"
         if fg.url.startswith("http://"):
@@ -126,7 +127,6 @@ def warnings(config: Config) -> list[str]:
                 "that this device's address is in [safety] protect"
             )
         else:
-            protect = NetworkSet((n, True) for n in config.safety.protect)
             if protect.match(address) is None and never_block_reason(address) is None:
                 found.append(
                     f"{where}.url: {address} is not in [safety] protect — add your FortiGates' "

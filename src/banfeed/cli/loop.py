@@ -289,8 +289,11 @@ def show(ctx: Context, address: str, fmt: str) -> None:
         offender = q.get_offender(conn, str(ip))
         offenses = q.offenses_of(conn, str(ip))
         events = q.events_of(conn, str(ip))
+        bans = q.active_bans(conn, now)
         verdicts = {
-            feed.name: explain(conn, service.feed_spec(feed), policy, ip, offender, now)
+            feed.name: explain(
+                conn, service.feed_spec(feed), policy, ip, offender, now, allow=allow, bans=bans
+            )
             for feed in rt.config.feeds
         }
     rt.close()

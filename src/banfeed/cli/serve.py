@@ -29,6 +29,8 @@ log = logging.getLogger("banfeed")
 
 
 def _daemon(config: Config, *, collect: bool) -> None:
+    # A daemon logs one line per cycle: INFO at least, more with -v.
+    logging.getLogger("banfeed").setLevel(min(logging.INFO, logging.getLogger().level))
     daemon = service.Daemon(config, collect=collect)
     daemon.bind()
     err.print(f"banfeed {'run' if collect else 'serve'}: serving {daemon.url}/feeds/")
@@ -40,7 +42,6 @@ def _daemon(config: Config, *, collect: bool) -> None:
 @handle_errors
 def run(ctx: Context) -> None:
     """Collect every [collect] interval and serve the feeds, in one process (the daemon)."""
-    logging.getLogger("banfeed").setLevel(min(logging.INFO, logging.getLogger().level))
     _daemon(ctx.config, collect=True)
 
 
@@ -49,7 +50,6 @@ def run(ctx: Context) -> None:
 @handle_errors
 def serve(ctx: Context) -> None:
     """Serve the feeds without collecting (a replica, or beside a cron `collect`)."""
-    logging.getLogger("banfeed").setLevel(min(logging.INFO, logging.getLogger().level))
     _daemon(ctx.config, collect=False)
 
 

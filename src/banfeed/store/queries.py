@@ -364,13 +364,6 @@ def active_bans(conn: Connection, now: int) -> list[Ban]:
     ]
 
 
-def get_ban(conn: Connection, network: str) -> Ban | None:
-    r = conn.execute(select(bans).where(bans.c.network == network)).first()
-    if r is None:
-        return None
-    return Ban(ip_network(r.network), r.created, r.expires, r.provenance, r.actor, r.note)
-
-
 def save_ban(conn: Connection, ban: Ban) -> None:
     values = {
         **_network_values(ban.network),
