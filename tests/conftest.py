@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from banfeed import config as config_mod
-from banfeed import service, simulator
+from banfeed import simulator
+from banfeed.daemon import Daemon
 from banfeed.cli import main
 
 PG_URL = os.environ.get("BANFEED_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -135,7 +136,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condi
 
 class RunningDaemon:
     def __init__(self, cfg: config_mod.Config, collect: bool = True) -> None:
-        self.daemon = service.Daemon(cfg, collect=collect)
+        self.daemon = Daemon(cfg, collect=collect)
         self.daemon.bind()
         self.url = self.daemon.url
         self.thread = threading.Thread(
@@ -148,3 +149,15 @@ class RunningDaemon:
         self.daemon.stop_threadsafe()
         self.thread.join(timeout=15)
         assert not self.thread.is_alive()
+
+
+def build_feed(tx: Any, spec: Any, policy: Any, now: int) -> Any:
+    """One feed built from a read transaction, the way the publisher builds it."""
+    from banfeed.publish import build_feeds
+    from banfeed.publish.publisher import read_inputs
+
+    return build_feeds([spec], policy, read_inputs(tx, now))[spec.name]
+
+
+def offender_rows(tx: Any, offenders: list[Any], updated: int) -> None:
+    tx.insert_offenders(offenders, updated)

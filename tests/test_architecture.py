@@ -20,14 +20,19 @@ LAYERS: dict[str, int] = {
     "fortios": 3,
     "store": 3,
     "collector": 4,
-    "feeds": 4,
+    "publish": 4,
     "control": 4,
     "push": 4,
+    "setupkit": 4,
     "server": 5,
-    "service": 6,
+    "compose": 6,
+    "checks": 6,
     "simulator": 6,
-    "cli": 7,
-    "__main__": 8,
+    "cycles": 7,
+    "reports": 7,
+    "daemon": 8,
+    "cli": 9,
+    "__main__": 10,
 }
 
 
@@ -50,6 +55,8 @@ def imported(path: Path, package: Path) -> set[str]:
         if isinstance(node, ast.ImportFrom):
             if node.level == 0 and (node.module or "").startswith("banfeed."):
                 names.add((node.module or "").split(".")[1])
+            elif node.level == 0 and node.module == "banfeed":  # from banfeed import x
+                names.update(a.name for a in node.names)
             elif node.level == depth:  # relative import that reaches the package top
                 if node.module:
                     names.add(node.module.split(".")[0])
@@ -67,6 +74,43 @@ def violations(package: Path) -> list[str]:
             if name in LAYERS and LAYERS[name] >= LAYERS[own]:
                 found.append(f"{path.relative_to(package)} imports {name}")
     return found
+
+
+def third_party(path: Path) -> set[str]:
+    """Top-level names of every non-banfeed module ``path`` imports (any import form)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+    return names - {"banfeed"}
+
+
+def test_only_the_store_imports_sqlalchemy() -> None:
+    outside = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "sqlalchemy" in third_party(path) and path.relative_to(PACKAGE).parts[0] != "store"
+    ]
+    assert outside == []
+
+
+def test_the_sqlalchemy_rule_sees_every_import_form(tmp_path: Path) -> None:
+    for i, line in enumerate(
+        ["import sqlalchemy\n", "from sqlalchemy import select\n", "import sqlalchemy.orm as o\n"]
+    ):
+        (tmp_path / f"m{i}.py").write_text(line)
+        assert "sqlalchemy" in third_party(tmp_path / f"m{i}.py")
+
+
+def test_no_module_is_over_400_lines() -> None:
+    long = {
+        str(path.relative_to(PACKAGE)): n
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > 400
+    }
+    assert long == {}
 
 
 def test_every_module_has_a_layer() -> None:
@@ -88,6 +132,11 @@ def test_simulator_shares_no_code_with_the_client() -> None:
 def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:
     (tmp_path / "store").mkdir()
     (tmp_path / "net.py").write_text("from .cli import main\n")
-    (tmp_path / "store" / "queries.py").write_text("from ..collector import Collector\n")
-    (tmp_path / "feeds.py").write_text("from .store import queries\n")  # fine: store is lower
-    assert violations(tmp_path) == ["net.py imports cli", "store/queries.py imports collector"]
+    (tmp_path / "store" / "tx.py").write_text("from ..collector import Collector\n")
+    (tmp_path / "publish.py").write_text("from .store import Tx\n")  # fine: store is lower
+    (tmp_path / "policy.py").write_text("from banfeed import publish\n")
+    assert violations(tmp_path) == [
+        "net.py imports cli",
+        "policy.py imports publish",
+        "store/tx.py imports collector",
+    ]

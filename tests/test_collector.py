@@ -14,8 +14,7 @@ import sqlalchemy as sa
 from banfeed import config as config_mod
 from banfeed import service, simulator
 from banfeed.collector import BACKOFF_BASE, CycleReport
-from banfeed.feeds import feed_offenders
-from banfeed.store import queries as q
+from banfeed.publish import feed_offenders
 from banfeed.store.schema import offenders, offenses
 from conftest import T0, Clock
 
@@ -42,8 +41,8 @@ def cycle(rt: service.Runtime) -> CycleReport:
 
 
 def table_rows(rt: service.Runtime, table: sa.Table) -> list[Any]:
-    with rt.store.read() as conn:
-        return list(conn.execute(sa.select(table)))
+    with rt.store.read() as tx:
+        return list(tx.conn.execute(sa.select(table)))
 
 
 @pytest.fixture
@@ -92,8 +91,8 @@ def test_one_failing_device_never_stops_the_others(four: Any) -> None:
     assert by[("fw-c", "root")].rejected == 7
     assert report.new_offenses == 21 + 20 + 10
     assert report.suppressed == 5  # four never-block, one allowlisted
-    with rt.store.read() as conn:
-        status = q.device_statuses(conn)
+    with rt.store.read() as tx:
+        status = tx.device_statuses()
     assert status[("fw-b", "root")].error_kind == "unreachable"
     assert status[("fw-d", "root")].error_kind == "auth"
     assert status[("fw-a", "dmz")].last_success == T0
@@ -103,11 +102,11 @@ def test_one_failing_device_never_stops_the_others(four: Any) -> None:
 def test_invalid_and_never_block_entries_are_never_published(four: Any) -> None:
     rt, _fleet, clock = four
     cycle(rt)
-    with rt.store.read() as conn:
+    with rt.store.read() as tx:
         published = feed_offenders(
             conn, service.feed_spec(rt.config.feeds[0]), service.allowlist(rt.config), T0
         )
-        stored = {r.ip for r in conn.execute(sa.select(offenders.c.ip))}
+        stored = {r.ip for r in tx.conn.execute(sa.select(offenders.c.ip))}
     texts = {str(o.ip) for o in published}
     assert len(texts) == 21 + 20 + 5
     for never in ("10.1.2.3", "127.0.0.1", "192.0.2.77", "192.168.1.1", "8.8.8.8"):
@@ -115,8 +114,8 @@ def test_invalid_and_never_block_entries_are_never_published(four: Any) -> None:
         assert never in stored  # recorded (suppressed), for `show` to explain
     for garbage in ("999.1.1.1", "01.02.03.04", "", "1.2.3.4"):
         assert garbage not in stored
-    with rt.store.read() as conn:
-        events = q.events_of(conn, "127.0.0.1")
+    with rt.store.read() as tx:
+        events = tx.events_of("127.0.0.1")
     assert [e.kind for e in events] == ["suppressed"] and "loopback" in events[0].detail
     del clock
 
@@ -126,8 +125,8 @@ def test_steady_state_cycle_writes_no_offense_or_offender_rows(four: Any) -> Non
     cycle(rt)
     before_offenses = table_rows(rt, offenses)
     before_offenders = table_rows(rt, offenders)
-    with rt.store.read() as conn:
-        version = q.store_version(conn)
+    with rt.store.read() as tx:
+        version = tx.store_version()
     clock.now += 60
     report = cycle(rt)
     assert report.new_offenses == 0
@@ -142,9 +141,9 @@ def test_steady_state_cycle_writes_no_offense_or_offender_rows(four: Any) -> Non
     assert not next(r for r in report.results if (r.device, r.vdom) == ("fw-a", "root")).unchanged
     assert report.new_offenses == 0
     assert table_rows(rt, offenders) == before_offenders
-    with rt.store.read() as conn:
-        assert q.store_version(conn) == version
-        kept = q.get_offender(conn, "2a00:1450:4001:81c::200e")
+    with rt.store.read() as tx:
+        assert tx.store_version() == version
+        kept = tx.get_offender("2a00:1450:4001:81c::200e")
     assert kept is not None and kept.status == "listed" and kept.active_until is not None
     assert kept.active_until > clock.now
 
@@ -159,9 +158,9 @@ def test_a_new_created_is_a_new_offense_and_escalates(four: Any) -> None:
     clock.now += 60
     report = cycle(rt)
     assert report.new_offenses == 1 and report.updated_offenders == 1
-    with rt.store.read() as conn:
-        offender = q.get_offender(conn, ip)
-        history = q.offenses_of(conn, ip)
+    with rt.store.read() as tx:
+        offender = tx.get_offender(ip)
+        history = tx.offenses_of(ip)
     assert offender is not None
     assert offender.offense_count == 2
     assert offender.first_offense == 1_799_999_000 and offender.last_offense == 1_800_000_100
@@ -177,8 +176,8 @@ def test_auth_failure_backs_off_exponentially_without_polling(four: Any) -> None
     bad = fleet.devices["fw-d"]
     cycle(rt)
     assert bad.requests == 1
-    with rt.store.read() as conn:
-        first = q.device_statuses(conn)[("fw-d", "root")]
+    with rt.store.read() as tx:
+        first = tx.device_statuses()[("fw-d", "root")]
     assert first.backoff_until == clock.now + BACKOFF_BASE
     for _ in range(3):  # every cycle inside the window: not one request
         clock.now += 10
@@ -189,8 +188,8 @@ def test_auth_failure_backs_off_exponentially_without_polling(four: Any) -> None
     clock.now = first.backoff_until + 1
     cycle(rt)
     assert bad.requests == 2
-    with rt.store.read() as conn:
-        second = q.device_statuses(conn)[("fw-d", "root")]
+    with rt.store.read() as tx:
+        second = tx.device_statuses()[("fw-d", "root")]
     assert second.backoff_until == clock.now + 2 * BACKOFF_BASE
     assert second.consecutive_failures == 2
 
@@ -212,8 +211,8 @@ def test_rate_limit_honours_retry_after(
     report = cycle(rt)
     assert report.results[0].error is not None
     assert report.results[0].error.kind == "rate_limited"
-    with rt.store.read() as conn:
-        status = q.device_statuses(conn)[("fw", "root")]
+    with rt.store.read() as tx:
+        status = tx.device_statuses()[("fw", "root")]
     assert status.backoff_until == clock.now + max(BACKOFF_BASE, 60)
     rt.close()
 
@@ -221,8 +220,8 @@ def test_rate_limit_honours_retry_after(
 def test_a_cycle_is_one_transaction(four: Any) -> None:
     """If any write of the cycle fails, nothing of it is stored."""
     rt, _fleet, _clock = four
-    with rt.store.write() as conn:
-        conn.execute(sa.text("DROP TABLE events"))  # the last insert of the cycle will fail
+    with rt.store.write() as tx:
+        tx.conn.execute(sa.text("DROP TABLE events"))  # the last insert of the cycle will fail
     with pytest.raises(Exception) as failure:
         cycle(rt)
     assert "events" in str(failure.value)
@@ -253,9 +252,9 @@ def test_vdom_star_polls_every_vdom_in_one_request(
     stored_vdoms = {row.vdom for row in table_rows(rt, offenses)}
     assert stored_vdoms == {"dmz", "guest", "root"}
     assert report.new_offenses == 12
-    with rt.store.read() as conn:
-        assert {s.vdom for s in q.device_statuses(conn).values()} == {"*"}
-        assert q.count_offenses(conn) == 12
+    with rt.store.read() as tx:
+        assert {s.vdom for s in tx.device_statuses().values()} == {"*"}
+        assert tx.count_offenses() == 12
     rt.close()
 
 
@@ -286,9 +285,9 @@ def test_stopping_mid_write_finishes_the_transaction(
 
     asyncio.run(stop_while_writing())
     assert collector.phase == "idle"
-    with rt.store.read() as conn:
-        assert q.count_offenses(conn) == 20_000  # the whole cycle, not part of it
-        assert q.count_offenders(conn) == 20_000
+    with rt.store.read() as tx:
+        assert tx.count_offenses() == 20_000  # the whole cycle, not part of it
+        assert tx.count_offenders() == 20_000
     rt.close()
 
 

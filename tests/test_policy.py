@@ -13,16 +13,17 @@ from hypothesis import strategies as st
 from banfeed.models import Offender
 from banfeed.net import NetworkSet, parse_address
 from banfeed.policy import (
-    UNCAPPED_TTL,
     Allowlist,
     Retention,
     is_active,
     state,
     suppression_reason,
 )
+from banfeed.timeutil import MAX_TIME, iso
 
 PROPERTY = settings(max_examples=200, deadline=None)
 DAY = 86400
+NOW = 1_700_000_000
 
 # --------------------------------------------------------------------------- Retention
 
@@ -74,11 +75,70 @@ def test_huge_counts_do_not_overflow() -> None:
     unbounded = Retention(base_ttl=DAY, factor=2.0, max_ttl=None)
     ttl = unbounded.ttl(10_000)
     assert type(ttl) is int
-    assert ttl == UNCAPPED_TTL  # "as good as forever", still a finite integer
-    assert unbounded.active_until(0, 10_000) == ttl
+    assert ttl == MAX_TIME  # finite, and no longer than the whole showable range
+    assert unbounded.active_until(0, 10_000) == MAX_TIME
+    assert unbounded.active_until(NOW, 10_000) == MAX_TIME
 
     wild = Retention(base_ttl=DAY, factor=100.0, max_ttl=None)
     assert type(wild.ttl(10_000)) is int
+    assert wild.active_until(NOW, 10**9) == MAX_TIME
+
+
+def test_an_int_factor_does_not_build_a_huge_power() -> None:
+    """factor = 2 in TOML may arrive as an int: 2 ** 10**9 would be a 125 MB integer."""
+    r = Retention(base_ttl=DAY, factor=2, max_ttl=None)
+    assert r.ttl(10**9) == MAX_TIME
+    assert r.ttl(3) == 4 * DAY and type(r.ttl(3)) is int
+
+
+def test_repeat_offender_with_max_ttl_forever_is_capped_at_year_9999() -> None:
+    """The bug: the documented max_ttl = "forever" and factor 2 put the 20th offense in year
+    ~33,700 (last offense + 10**12 s), and every command showing it raised ValueError."""
+    r = Retention(base_ttl=30 * DAY, factor=2.0, max_ttl=None)
+    assert r.active_until(NOW, 1) == NOW + 30 * DAY
+    until = r.active_until(NOW, 20)
+    assert until == MAX_TIME
+    assert iso(until) == "9999-12-31T23:59:59Z"
+    for count in range(1, 200):
+        until = r.active_until(NOW, count)
+        assert until is not None and until <= MAX_TIME
+        assert iso(until) is not None
+    hourly = Retention(base_ttl=3600, factor=2.0, max_ttl=None)
+    assert hourly.active_until(NOW, 40) == MAX_TIME  # 1h × 2^39: ~63 million years
+
+
+def test_expiry_below_the_cap_is_exact() -> None:
+    r = Retention(base_ttl=30 * DAY, factor=2.0, max_ttl=None)
+    last = MAX_TIME - 31 * DAY
+    assert r.active_until(last, 1) == last + 30 * DAY
+    assert r.active_until(last, 2) == MAX_TIME  # 60 days would pass year 9999
+    assert r.active_until(MAX_TIME, 1) == MAX_TIME
+    assert r.active_until(2**62, 1) == MAX_TIME  # a garbage last offense is capped too
+
+
+def test_forever_stays_none_not_a_huge_number() -> None:
+    r = Retention(base_ttl=None, factor=2.0, max_ttl=None)
+    for count in (0, 1, 2, 20, 40, 10**9):
+        assert r.ttl(count) is None
+        assert r.active_until(NOW, count) is None
+        assert r.active_until(NOW, count) is None  # and again, from the cache
+
+
+def test_the_ttl_cache_is_invisible() -> None:
+    """Remembering TTLs per count changes no answer, no equality, no hash and no repr."""
+    used = Retention(base_ttl=30 * DAY, factor=2.0, max_ttl=365 * DAY)
+    fresh = Retention(base_ttl=30 * DAY, factor=2.0, max_ttl=365 * DAY)
+    first = [used.active_until(NOW, n) for n in range(1, 10_000)]  # more counts than it keeps
+    again = [used.active_until(NOW, n) for n in range(1, 10_000)]
+    assert first == again == [NOW + (fresh.ttl(n) or 0) for n in range(1, 10_000)]
+    assert used == fresh and hash(used) == hash(fresh)
+    assert (
+        repr(used)
+        == repr(fresh)
+        == (f"Retention(base_ttl={30 * DAY}, factor=2.0, max_ttl={365 * DAY})")
+    )
+    assert replace(used, factor=3.0).active_until(NOW, 2) == NOW + 90 * DAY
+    assert used.active_until(NOW, 2) == NOW + 60 * DAY
 
 
 def test_active_until_is_last_offense_plus_ttl() -> None:
@@ -101,15 +161,14 @@ def test_ttl_matches_formula(base: int, factor: float, max_ttl: int | None, coun
     got = r.ttl(count)
     assert type(got) is int
     exact = base * Fraction(factor) ** (count - 1)  # exact, no float overflow
-    tolerance = max(1.0, float(min(exact, 10**13)) * 1e-12 * count)
+    bound = min(exact, max_ttl) if max_ttl is not None else exact
+    tolerance = max(1.0, float(min(bound, MAX_TIME)) * 1e-12 * count)
+    assert got <= MAX_TIME
     if max_ttl is not None:
         assert got <= max_ttl
-        assert abs(got - float(min(exact, max_ttl))) <= tolerance
-    elif exact <= 10**12:
-        assert abs(got - float(exact)) <= tolerance
-    else:
-        assert got > 10**12 - tolerance
-    assert r.active_until(1_000, count) == 1_000 + got
+    # The formula, or the longest TTL that matters (MAX_TIME seconds) when it is longer.
+    assert abs(got - float(min(bound, MAX_TIME))) <= tolerance
+    assert r.active_until(1_000, count) == min(1_000 + got, MAX_TIME)
 
 
 @PROPERTY
@@ -126,11 +185,37 @@ def test_ttl_never_shrinks_with_more_offenses(
     first, later = r.ttl(count), r.ttl(count + 1)
     assert first is not None and later is not None
     assert later >= first
+    until, later_until = r.active_until(NOW, count), r.active_until(NOW, count + 1)
+    assert until is not None and later_until is not None
+    assert later_until >= until
+
+
+@PROPERTY
+@given(
+    base=st.one_of(st.none(), st.integers(1, 10**12)),
+    factor=st.floats(1.0, 100.0),
+    max_ttl=st.one_of(st.none(), st.integers(1, 10**13)),
+    count=st.integers(-10, 10**7),
+    last=st.integers(0, 2**62),
+)
+def test_active_until_never_passes_max_time(
+    base: int | None, factor: float, max_ttl: int | None, count: int, last: int
+) -> None:
+    """Whatever the settings and the history, an expiry can be stored and shown; forever is
+    None (never a huge number), and below the cap the expiry is last offense + TTL exactly."""
+    r = Retention(base_ttl=base, factor=factor, max_ttl=max_ttl)
+    until = r.active_until(last, count)
+    if base is None:
+        assert until is None and r.ttl(count) is None
+        return
+    ttl = r.ttl(count)
+    assert until is not None and ttl is not None
+    assert until <= MAX_TIME
+    assert until == min(last + ttl, MAX_TIME)
+    assert iso(until) is not None
 
 
 # --------------------------------------------------------------------------- state
-
-NOW = 1_700_000_000
 
 
 def offender(ip: str, *, status: str = "listed", active_until: int | None = NOW + 60) -> Offender:

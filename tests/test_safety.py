@@ -21,13 +21,12 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from banfeed.feeds import FeedPolicy, FeedSpec, build_feed
+from banfeed.publish import FeedPolicy, FeedSpec
 from banfeed.models import AllowEntry, Ban, Offender
 from banfeed.net import NEVER_BLOCK, carve
 from banfeed.policy import Escalation, PrefixGuard, build_allowlist
 from banfeed.store import Store, open_store
-from banfeed.store import queries as q
-from conftest import T0
+from conftest import T0, build_feed
 
 # Small regions, so generated offenders, bans, allowlists and protected ranges overlap often.
 REGIONS = [
@@ -129,23 +128,21 @@ def store() -> Iterator[Store]:
 
 
 def load(store: Store, case: dict[str, Any]) -> FeedPolicy:
-    with store.write() as conn:
+    with store.write() as tx:
         for table in ("offenders", "bans", "allow_entries"):
-            conn.execute(sa.text(f"DELETE FROM {table}"))
-        q.insert_offenders(
-            conn,
+            tx.conn.execute(sa.text(f"DELETE FROM {table}"))
+        tx.insert_offenders(
             [
-                q.offender_tuple(
-                    Offender(ip, T0, T0, 1, ("IPS",), ("fw",), ("fw/root",), None, "listed"), T0
-                )
+                Offender(ip, T0, T0, 1, ("IPS",), ("fw",), ("fw/root",), None, "listed")
                 for ip in case["offenders"]
             ],
+            T0,
         )
         for network in case["bans"]:
-            q.save_ban(conn, Ban(network, T0, None, "manual", "test"))
+            tx.save_ban(Ban(network, T0, None, "manual", "test"))
         for network in case["store_allow"]:
-            q.save_allow_entry(conn, AllowEntry(network, T0, None, "test"))
-        q.bump_version(conn)
+            tx.save_allow_entry(AllowEntry(network, T0, None, "test"))
+        tx.bump_version()
     return FeedPolicy(build_allowlist(case["config_allow"], case["protect"]), GUARD)
 
 
@@ -169,8 +166,8 @@ def test_aggregated_feed_is_exactly_the_oracle_and_minimal(
     store: Store, case: dict[str, Any]
 ) -> None:
     policy = load(store, case)
-    with store.read() as conn:
-        build = build_feed(conn, FeedSpec("f", aggregate=True), policy, T0)
+    with store.read() as tx:
+        build = build_feed(tx, FeedSpec("f", aggregate=True), policy, T0)
     expected, _holes, _kept = expectations(case)
     published = [as_network(e) for e in build.entries]
     assert merge([interval(n) for n in published]) == expected  # covers exactly banned − allowed
@@ -194,8 +191,8 @@ def test_plain_feed_never_touches_holes_and_loses_nothing(
     store: Store, case: dict[str, Any]
 ) -> None:
     policy = load(store, case)
-    with store.read() as conn:
-        build = build_feed(conn, FeedSpec("f"), policy, T0)
+    with store.read() as tx:
+        build = build_feed(tx, FeedSpec("f"), policy, T0)
     expected, holes, kept = expectations(case)
     published = [interval(as_network(e)) for e in build.entries]
     for entry in published:
@@ -240,10 +237,10 @@ def test_escalation_publishes_the_prefix_minus_holes(store: Store) -> None:
     }
     policy = load(store, case)
     escalating = FeedPolicy(policy.allowlist, GUARD, Escalation(min_offenders=8, prefix_v4=24))
-    with store.read() as conn:
-        build = build_feed(conn, FeedSpec("f"), escalating, T0)
+    with store.read() as tx:
+        build = build_feed(tx, FeedSpec("f"), escalating, T0)
     assert [str(e) for e in build.entries] == ["45.33.7.0/25", "45.33.9.9"]
-    assert [str(p) for p in build.escalated] == ["45.33.7.0/24"]
+    assert [str(e.prefix) for e in build.escalated] == ["45.33.7.0/24"]
 
 
 def test_prefix_guard_splits_broad_aggregates(store: Store) -> None:
@@ -255,6 +252,6 @@ def test_prefix_guard_splits_broad_aggregates(store: Store) -> None:
         "protect": [],
     }
     policy = load(store, case)
-    with store.read() as conn:
-        build = build_feed(conn, FeedSpec("f", aggregate=True), policy, T0)
+    with store.read() as tx:
+        build = build_feed(tx, FeedSpec("f", aggregate=True), policy, T0)
     assert [str(e) for e in build.entries] == ["45.32.0.0/16", "45.33.0.0/16"]  # not one /15

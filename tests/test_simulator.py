@@ -100,6 +100,7 @@ def env(shared: tuple[SimFleet, RunningSimulator, FakeClock]) -> Env:
     for device in fleet.devices.values():
         device.fault, device.latency, device.churn = "none", 0.0, 0
         device.timeout_delay, device.huge_bytes = 30.0, 2_000_000
+        device.drip_interval = 1.0
         device.feed_limit = 131_072
         device.calls.clear()
         for vdom in device.vdoms:
@@ -261,7 +262,8 @@ def _fault(env: Env, fault: str, vdom: str = "root") -> httpx.Response:
 
 
 def test_fault_names_are_validated() -> None:
-    assert FAULTS[0] == "none" and len(set(FAULTS)) == 14
+    assert FAULTS[0] == "none" and len(set(FAULTS)) == 19
+    assert {"drip", "drip-headers", "slow-chunked", "nested", "bad-time"} <= set(FAULTS)
     with pytest.raises(ValueError):
         SimFleet().add_device("x", token="t", fault="bogus")
 
@@ -316,6 +318,117 @@ def test_fault_huge(env: Env) -> None:
     r = _fault(env, "huge")
     assert r.status_code == 200 and len(r.content) == 300_000
     assert r.json()["results"][0]["ip_address"] == "198.18.0.1"  # valid-looking JSON
+
+
+def test_fault_drip_sends_the_answer_one_byte_at_a_time(env: Env) -> None:
+    env.fw1.populate("root", 3)
+    whole = _fault(env, "none")
+    env.fw1.fault, env.fw1.drip_interval = "drip", 0.05
+    with client(env.sim.urls["fw1"]) as c, c.stream("GET", BANNED) as r:
+        assert r.status_code == 200  # the headers come at once, whole
+        assert r.headers["content-length"] == str(len(whole.content))
+        raw = r.iter_raw()
+        first = [next(raw) for _ in range(3)]
+    assert first == [whole.content[i : i + 1] for i in range(3)]
+    env.fw1.drip_interval = 0.0
+    dripped = get(env.sim.urls["fw1"])
+    assert (
+        dripped.content == whole.content and dripped.headers["content-type"] == "application/json"
+    )
+
+
+def test_fault_drip_headers_trickles_the_status_line(env: Env) -> None:
+    env.fw1.populate("root", 2)
+    whole = _fault(env, "none")
+    env.fw1.fault, env.fw1.drip_interval = "drip-headers", 0.05
+    port = int(env.sim.urls["fw1"].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            f"GET {BANNED} HTTP/1.1\r\nHost: fw\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+        )
+        received = [sock.recv(100) for _ in range(4)]
+    assert received == [b"H", b"T", b"T", b"P"]
+    env.fw1.drip_interval = 0.002
+    slowly = get(env.sim.urls["fw1"])  # the whole answer, once the headers are through
+    assert slowly.status_code == 200 and slowly.content == whole.content
+    assert slowly.headers["connection"] == "close"
+    env.fw1.fault = "none"
+    assert get(env.sim.urls["fw1"]).content == whole.content  # the server is fine afterwards
+
+
+def test_fault_slow_chunked_never_ends(env: Env) -> None:
+    env.fw1.fault, env.fw1.drip_interval = "slow-chunked", 0.05
+    with client(env.sim.urls["fw1"]) as c, c.stream("GET", BANNED) as r:
+        assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked"
+        chunks = r.iter_raw()
+        assert next(chunks) == b'{"http_method":"GET","results":['
+        entries = [json.loads(next(chunks).removesuffix(b",")) for _ in range(3)]
+    assert all(e["ip_address"] == "198.51.100.250" and e["created"] == T0 for e in entries)
+    env.fw1.fault = "none"
+    assert get(env.sim.urls["fw1"]).status_code == 200
+
+
+def test_fault_nested(env: Env) -> None:
+    env.fw1.populate("root", 2)
+    r = _fault(env, "nested")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.content == b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(RecursionError):
+        json.loads(r.content)
+
+
+def test_fault_bad_time(env: Env) -> None:
+    env.fw1.add("root", "198.18.0.1")
+    results = _fault(env, "bad-time").json()["results"]
+    assert results[0] == {
+        "expires": T0 + 300, "created": T0, "ip_address": "198.18.0.1", "source": "IPS", "ipv6": 0
+    }  # fmt: skip
+    extras = results[1:]
+    assert [e["created"] for e in extras[:4]] == [32_503_680_000, -1, float(T0), 946_684_799]
+    assert isinstance(extras[2]["created"], float)
+    assert [e["expires"] for e in extras[4:]] == [32_503_680_000, 946_684_799]
+    addresses = [ipaddress.ip_address(e["ip_address"]) for e in extras]
+    assert len(set(addresses)) == 6
+    assert all(a in ipaddress.ip_network("198.51.100.0/24") for a in addresses)  # TEST-NET-2
+
+
+@pytest.mark.parametrize("fault", ["drip", "drip-headers", "slow-chunked"])
+def test_slow_faults_do_not_hold_up_stop(fault: str) -> None:
+    fleet = SimFleet()
+    fleet.add_device("fw", token=TOKEN, entries=3, fault=fault)
+    sim = start(fleet)
+    outcome: list[object] = []
+
+    def hang() -> None:
+        with client(sim.urls["fw"], timeout=30) as c:
+            try:
+                outcome.append(c.get(BANNED).status_code)
+            except httpx.HTTPError as exc:
+                outcome.append(exc)
+
+    waiter = threading.Thread(target=hang)
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while fleet.devices["fw"].requests < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sim.stop()
+    waiter.join(15)
+    assert not sim._thread.is_alive() and not waiter.is_alive()
+    assert outcome and outcome[0] != 200
+
+
+def test_slow_faults_in_process_drip_the_body() -> None:
+    fleet = SimFleet()
+    fleet.add_device("fw", token=TOKEN, entries=2, fault="drip-headers").drip_interval = 0.0
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=fleet.app())
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(transport=transport, headers=headers) as c:
+            return await c.get(f"http://fw{BANNED}")
+
+    r = asyncio.run(run())  # no socket to drip headers on
+    assert r.status_code == 200 and len(r.json()["results"]) == 2
 
 
 def test_fault_reset(env: Env) -> None:
@@ -687,12 +800,14 @@ def test_ban_endpoints_obey_faults(env: Env, method: str, path: str, body: Any) 
     env.fw1.fault = "reset"
     with pytest.raises(httpx.ReadError):
         call(url, method, path, body)
+    env.fw1.fault = "nested"
+    assert call(url, method, path, body).content.startswith(b"[[[[")
     assert env.fw1.vdoms["root"] == []  # no fault let a write through
-    for fault in ("shape", "truncated", "invalid", "huge"):  # list-only faults: ignored here
+    for fault in ("shape", "truncated", "invalid", "huge", "bad-time"):  # list-only: ignored
         env.fw1.fault = fault
         r = call(url, method, path, body)
         assert r.status_code == 200 and r.json()["status"] == "success"
-    assert env.fw1.requests - before == len(env.fw1.calls) == 9
+    assert env.fw1.requests - before == len(env.fw1.calls) == 11
 
 
 def test_ban_endpoints_obey_latency_and_timeout(env: Env) -> None:

@@ -12,7 +12,6 @@ from alembic.runtime.migration import MigrationContext
 from banfeed.errors import SchemaError, StoreError
 from banfeed.models import Offender
 from banfeed.store import Store, open_store
-from banfeed.store import queries as q
 from banfeed.store.schema import metadata
 
 
@@ -44,19 +43,17 @@ def test_offenders_come_back_in_numeric_order(store_url: str) -> None:
     rng.shuffle(addresses)
     store = open_store(store_url, create=True)
     try:
-        with store.write() as conn:
-            q.insert_offenders(
-                conn,
+        with store.write() as tx:
+            tx.insert_offenders(
                 [
-                    q.offender_tuple(
-                        Offender(a, 1, 1, 1, ("IPS",), ("fw",), ("fw/root",), None, "listed"), 1
-                    )
+                    Offender(a, 1, 1, 1, ("IPS",), ("fw",), ("fw/root",), None, "listed")
                     for a in addresses
                 ],
+                1,
             )
-        with store.read() as conn:
-            got = [o.ip for o in q.iter_offenders(conn)]
-            v6 = [o.ip for o in q.iter_offenders(conn, active_at=5, family=6)]
+        with store.read() as tx:
+            got = [o.ip for o in tx.iter_offenders()]
+            v6 = [o.ip for o in tx.iter_offenders(active_at=5, family=6)]
         assert got == sorted(addresses, key=lambda a: (a.version, int(a)))  # never lexical
         assert v6 == [a for a in got if a.version == 6]
     finally:

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from banfeed.errors import InputError
-from banfeed.timeutil import FOREVER, format_duration, iso, parse_duration, system_clock
+from banfeed.timeutil import (
+    FOREVER,
+    MAX_TIME,
+    MIN_TIME,
+    clamp_time,
+    format_duration,
+    http_date,
+    iso,
+    parse_duration,
+    system_clock,
+)
 
 PROPERTY = settings(max_examples=200, deadline=None)
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -160,6 +174,109 @@ def test_iso(epoch: float, text: str) -> None:
 
 def test_iso_none_stays_none() -> None:
     assert iso(None) is None
+
+
+FAR = "9999-12-31T23:59:59Z"
+EPOCH = "1970-01-01T00:00:00Z"
+INT64 = st.integers(-(2**63), 2**63 - 1)
+ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
+
+
+def test_max_time_is_the_last_second_of_year_9999() -> None:
+    assert datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() == MAX_TIME
+    assert MAX_TIME == 253_402_300_799 and MIN_TIME == 0
+    with pytest.raises((ValueError, OverflowError, OSError)):
+        datetime.fromtimestamp(MAX_TIME + 1, UTC)  # why the clamp exists
+
+
+@pytest.mark.parametrize(
+    ("epoch", "text"),
+    [
+        (MAX_TIME, FAR),
+        (MAX_TIME - 1, "9999-12-31T23:59:58Z"),
+        (MAX_TIME + 1, FAR),
+        (10**12, FAR),  # what UNCAPPED_TTL escalation stored: year ~33,700
+        (10**15, FAR),
+        (2**40, FAR),  # the largest `created` a device may report: year 36812
+        (2**62, FAR),  # beyond even datetime's C range (an OSError, not a ValueError)
+        (2**63 - 1, FAR),
+        (10**100, FAR),
+        (MAX_TIME + 0.5, FAR),
+        (math.inf, FAR),
+        (1e300, FAR),
+        (-1, EPOCH),
+        (-(2**63), EPOCH),
+        (-0.5, EPOCH),
+        (-math.inf, EPOCH),
+        (math.nan, EPOCH),  # no time at all: the earliest, never an error
+    ],
+)
+def test_iso_clamps_times_it_cannot_show(epoch: float, text: str) -> None:
+    assert iso(epoch) == text
+
+
+@pytest.mark.parametrize(
+    ("epoch", "expected"),
+    [
+        (0, 0),
+        (1, 1),
+        (1.9, 1),  # floor: the second it happened in
+        (1_700_000_000.999, 1_700_000_000),
+        (MAX_TIME, MAX_TIME),
+        (MAX_TIME + 1, MAX_TIME),
+        (MAX_TIME - 0.5, MAX_TIME - 1),
+        (math.inf, MAX_TIME),
+        (-1, MIN_TIME),
+        (-math.inf, MIN_TIME),
+        (math.nan, MIN_TIME),
+        (True, 1),
+    ],
+)
+def test_clamp_time(epoch: float, expected: int) -> None:
+    got = clamp_time(epoch)
+    assert got == expected
+    assert type(got) is int
+
+
+def test_http_date_is_an_imf_fixdate() -> None:
+    assert http_date(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT"  # RFC 7231's example
+    assert http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT"
+    assert http_date(MAX_TIME) == "Fri, 31 Dec 9999 23:59:59 GMT"
+    assert http_date(2**62) == http_date(math.inf) == http_date(MAX_TIME)
+    assert http_date(-5) == http_date(math.nan) == http_date(0)
+    assert http_date(1_700_000_000.7) == http_date(1_700_000_000)
+
+
+@PROPERTY
+@given(st.one_of(INT64, ANY_FLOAT))
+def test_showing_a_time_never_raises(epoch: float) -> None:
+    """Any int64 or float a store (or a hand edit) can hold is shown, clamped, never an error."""
+    clamped = clamp_time(epoch)
+    assert MIN_TIME <= clamped <= MAX_TIME
+    text = iso(epoch)
+    assert text is not None and len(text) == len(FAR)
+    header = http_date(epoch)
+    # Both read back as the clamped second.
+    shown = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert shown.timestamp() == clamped
+    assert parsedate_to_datetime(header).timestamp() == clamped
+
+
+@PROPERTY
+@given(st.integers(MIN_TIME, MAX_TIME))
+def test_showable_times_are_shown_exactly(epoch: int) -> None:
+    assert clamp_time(epoch) == epoch
+    moment = datetime.fromtimestamp(epoch, UTC)
+    assert iso(epoch) == moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert http_date(epoch) == format_datetime(moment, usegmt=True)
+
+
+@PROPERTY
+@given(INT64, INT64)
+def test_clamp_keeps_order(a: int, b: int) -> None:
+    low, high = sorted((a, b))
+    assert clamp_time(low) <= clamp_time(high)
+    assert clamp_time(clamp_time(a)) == clamp_time(a)
 
 
 def test_system_clock_is_epoch_seconds() -> None:

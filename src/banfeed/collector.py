@@ -11,29 +11,30 @@ fingerprint is kept in device status), and only offenses not yet stored are writ
 from __future__ import annotations
 
 import asyncio
-import functools
+import hashlib
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-from sqlalchemy import Connection
 
 from . import metrics
-from .errors import ConflictError, DeviceBackedOff, DeviceError, DeviceRateLimited
+from .errors import (
+    ConflictError,
+    DeviceAuthError,
+    DeviceBackedOff,
+    DeviceError,
+    DeviceInternalError,
+    DeviceRateLimited,
+)
 from .fortios import DeviceTarget, FortiOSClient
-from .models import DeviceStatus, Event, Offender, Offense, PollResult
-from .policy import Allowlist, Retention, suppression_reason, with_entries
-from .store import Store
-from .store import queries as q
+from .models import DeviceStatus, Event, EventKind, Offender, OffenderStatus, Offense, PollResult
+from .policy import Allowlist, Retention, backoff_seconds, suppression_reason, with_entries
+from .store import Store, Tx
 from .timeutil import Clock, iso
 
 log = logging.getLogger(__name__)
 
-BACKOFF_BASE = 60  # seconds after the first 401/429; doubles with each further one
-BACKOFF_MAX = 3600
 REJECTS_LOGGED = 10  # per device and cycle; the rest are counted
 WRITE_ATTEMPTS = 3
 
@@ -71,23 +72,25 @@ class Collector:
         *,
         clock: Clock,
         concurrency: int = 16,
+        retry_now: bool = False,
     ) -> None:
         self.store = store
+        self.retry_now = retry_now  # poll devices inside their back-off window (operator's call)
+        self._tokens = {t.name: token_id(t) for t in targets}
         self.targets = list(targets)
         self.retention = retention
         self.allowlist = allowlist
         self.clock = clock
         self.concurrency = concurrency
         self.phase = "idle"  # idle | polling | writing: what a stop would interrupt
-        self._ttl = functools.lru_cache(maxsize=256)(retention.ttl)
 
     async def cycle(self, only: set[tuple[str, str]] | None = None) -> CycleReport:
         """Poll everything (or only the ``(device, vdom)`` leases given), then store the result
         in one transaction (in a worker thread)."""
         began = time.perf_counter()
         now = int(self.clock())
-        with self.store.read() as conn:
-            statuses = q.device_statuses(conn)
+        with self.store.read() as tx:
+            statuses = tx.device_statuses()
         self.phase = "polling"
         try:
             results = await self.poll(statuses, now, only)
@@ -160,22 +163,29 @@ class Collector:
         gate: asyncio.Semaphore,
     ) -> None:
         status = statuses.get((result.device, result.vdom))
-        if status and status.backoff_until and now < status.backoff_until:
+        if not self.retry_now and backed_off(status, self._tokens.get(result.device), now):
+            assert status is not None and status.backoff_until is not None
             result.error = DeviceBackedOff(
                 result.device,
                 f"not polled until {iso(status.backoff_until)} after "
-                f"{status.error_kind}: {status.error_message}",
+                f"{status.error_kind}: {status.error_message} (--retry-now to poll it anyway)",
             )
             return
         async with gate:
             began = time.perf_counter()
             try:
                 answer = await client.banned(
-                    result.vdom, known_fingerprint=status.fingerprint if status else None
+                    result.vdom, now=now, known_fingerprint=status.fingerprint if status else None
                 )
             except DeviceError as exc:
                 result.error = exc
                 metrics.DEVICE_ERRORS.labels(result.device, exc.kind).inc()
+            except Exception as exc:  # noqa: BLE001 — a bug must fail this device alone, loudly
+                log.exception("%s vdom %s: polling failed unexpectedly", result.device, result.vdom)
+                result.error = DeviceInternalError(
+                    result.device, f"unexpected {type(exc).__name__} while polling: {exc}"[:300]
+                )
+                metrics.DEVICE_ERRORS.labels(result.device, result.error.kind).inc()
             else:
                 result.take(answer.lists)
                 result.fingerprint = answer.fingerprint
@@ -234,25 +244,26 @@ class Collector:
         now: int,
     ) -> CycleReport:
         report = CycleReport(started=now, results=results)
-        with self.store.write() as conn:
-            new = self._new_offenses(conn, results)
+        with self.store.write() as tx:
+            new = self._new_offenses(tx, results)
             if new:
-                self._apply(conn, new, now, report)
-                report.version = q.bump_version(conn)
+                self._apply(tx, new, now, report)
+                report.version = tx.bump_version()
             else:
-                report.version = q.store_version(conn)
+                report.version = tx.store_version()
             for result in results:
-                status = _next_status(statuses.get((result.device, result.vdom)), result, now)
+                old = statuses.get((result.device, result.vdom))
+                status = _next_status(old, result, now, self._tokens.get(result.device))
                 if status is not None:
-                    q.save_device_status(conn, status)
+                    tx.save_device_status(status)
             if any(r.error is None for r in results) or not results:
-                q.set_meta(conn, "last_cycle", str(now))  # a cycle that reached a device
+                tx.set_meta("last_cycle", str(now))  # a cycle that reached a device
         metrics.OFFENSES_NEW.inc(report.new_offenses)
         metrics.SUPPRESSED.inc(report.suppressed)
         return report
 
     @staticmethod
-    def _new_offenses(conn: Connection, results: list[PollResult]) -> list[tuple[Offense, str]]:
+    def _new_offenses(tx: Tx, results: list[PollResult]) -> list[tuple[Offense, str]]:
         """Offenses listed now that the store does not hold yet, each with its address text."""
         new: list[tuple[Offense, str]] = []
         taken: set[tuple[str, str, str, int]] = set()
@@ -262,8 +273,8 @@ class Collector:
             listed = [o for v in result.lists for o in v.offenses]
             if not listed:
                 continue
-            known = q.known_offenses(
-                conn, result.device, {o.vdom for o in listed}, min(o.created for o in listed)
+            known = tx.known_offenses(
+                result.device, {o.vdom for o in listed}, min(o.created for o in listed)
             )
             fresh: list[tuple[Offense, str]] = []
             for offense in listed:
@@ -273,20 +284,19 @@ class Collector:
                     continue
                 taken.add((offense.device, *key))
                 fresh.append((offense, ip))
-            new += _without_echoes(conn, result.device, fresh)
+            new += _without_echoes(tx, result.device, fresh)
         return new
 
-    def _apply(
-        self, conn: Connection, new: list[tuple[Offense, str]], now: int, report: CycleReport
-    ) -> None:
+    def _apply(self, tx: Tx, new: list[tuple[Offense, str]], now: int, report: CycleReport) -> None:
         by_ip: dict[str, list[Offense]] = defaultdict(list)
         for offense, ip in new:
             by_ip[ip].append(offense)
         # A store without offenders (a first ingest) has none to merge with: skip the lookups.
-        existing = q.load_offenders(conn, by_ip, lock=True) if q.has_offenders(conn) else {}
-        allow = with_entries(self.allowlist, q.allow_entries(conn, now))
-        inserts: list[tuple[Any, ...]] = []
-        updates: list[dict[str, Any]] = []
+        existing = tx.load_offenders(by_ip, lock=True) if tx.has_offenders() else {}
+        allow = with_entries(self.allowlist, tx.allow_entries(now))
+        inserts: list[Offender] = []
+        insert_texts: list[str] = []
+        updates: list[Offender] = []
         events: list[Event] = []
         for ip, offenses in by_ip.items():
             old = existing.get(ip)
@@ -301,37 +311,37 @@ class Collector:
                     (o.device,),
                     (f"{o.device}/{o.vdom}",),
                     self._active_until(o.created, 1),
-                    "listed",
+                    OffenderStatus.LISTED,
                 )
             else:
                 offender = self._merge(old, offenses)
             if old is None:
-                inserts.append(q.offender_tuple(offender, now, ip))
+                inserts.append(offender)
+                insert_texts.append(ip)
             else:
-                updates.append(q.offender_values(offender, now))
+                updates.append(offender)
             reason = suppression_reason(offender.ip, allow)
             if reason is not None:
                 report.suppressed += len(offenses)
-                events.append(Event(now, "suppressed", ip, offenses[0].device, reason))
+                events.append(Event(now, EventKind.SUPPRESSED, ip, offenses[0].device, reason))
                 continue
             reporters = offender.devices if old is None else tuple({o.device for o in offenses})
             report.published.append((offender, reporters))
-            if old is not None and old.status == "unbanned":
-                events.append(Event(now, "relisted", ip, offenses[0].device, "new offense"))
+            if old is not None and old.status == OffenderStatus.UNBANNED:
+                events.append(Event(now, EventKind.RELISTED, ip, offenses[0].device, "new offense"))
         # In index order, so a large insert appends to the B-trees instead of scattering pages.
         new.sort(key=_index_order)
-        inserts.sort(key=_sort_key_of_row)
-        q.insert_offenses(conn, new, seen=now)
-        q.insert_offenders(conn, inserts)
-        q.update_offenders(conn, updates)
-        q.insert_events(conn, events)
+        tx.insert_offenses(new, seen=now)
+        tx.insert_offenders(inserts, now, insert_texts)
+        tx.update_offenders(updates, now)
+        tx.insert_events(events)
         report.new_offenses = len(new)
         report.new_offenders = len(inserts)
         report.updated_offenders = len(updates)
 
     def _active_until(self, last_offense: int, offense_count: int) -> int | None:
-        ttl = self._ttl(offense_count)
-        return None if ttl is None else last_offense + ttl
+        # The one retention rule (capped at MAX_TIME); Retention caches the TTL per count.
+        return self.retention.active_until(last_offense, offense_count)
 
     def _merge(self, old: Offender | None, offenses: list[Offense]) -> Offender:
         first = min(o.created for o in offenses)
@@ -357,7 +367,7 @@ class Collector:
             devices=tuple(sorted(devices)),
             vdoms=tuple(sorted(vdoms)),
             active_until=self._active_until(last, count),
-            status="listed",
+            status=OffenderStatus.LISTED,
             note=note,
         )
 
@@ -367,21 +377,17 @@ def _index_order(pair: tuple[Offense, str]) -> tuple[str, str, int, str]:
     return (offense.device, offense.vdom, offense.created, ip)  # uq_offenses' column order
 
 
-def _sort_key_of_row(row: tuple[Any, ...]) -> bytes:
-    return bytes(row[1])  # OFFENDER_COLUMNS[1] is sort_key
-
-
 ECHO_SKEW = 300  # seconds of clock difference allowed between banfeed and a device
 
 
 def _without_echoes(
-    conn: Connection, device: str, fresh: list[tuple[Offense, str]]
+    tx: Tx, device: str, fresh: list[tuple[Offense, str]]
 ) -> list[tuple[Offense, str]]:
     """Drop entries that are banfeed's own pushed quarantines listed back by the device: they
     are not offenses (counting them would escalate TTLs and push them on, round and round)."""
     if not fresh:
         return fresh
-    pushed = q.pushed_to(conn, device, min(o.created for o, _ in fresh) - ECHO_SKEW)
+    pushed = tx.pushed_to(device, min(o.created for o, _ in fresh) - ECHO_SKEW)
     if not pushed:
         return fresh
     kept = []
@@ -393,7 +399,37 @@ def _without_echoes(
     return kept
 
 
-def _next_status(old: DeviceStatus | None, result: PollResult, now: int) -> DeviceStatus | None:
+def token_id(target: DeviceTarget) -> str | None:
+    """A short fingerprint of the device's token: a back-off after a 401 holds for the token
+    that was refused, so a fixed token (or another process's right one) is tried at once."""
+    if target.token is None:
+        return None
+    return hashlib.sha256(target.token.get_secret_value().encode()).hexdigest()[:16]
+
+
+def backoff_delay(failures: int, error: DeviceError) -> int | None:
+    """How long to leave a device alone after a failed poll: the one back-off rule.
+    ``60 s × 2^(n−1)``, at most an hour, at least the device's Retry-After, after 401 and 429
+    only (other failures are retried next cycle)."""
+    if error.kind not in ("auth", "rate_limited"):
+        return None
+    delay = backoff_seconds(failures)
+    if isinstance(error, DeviceRateLimited) and error.retry_after:
+        delay = max(delay, int(error.retry_after))
+    return delay
+
+
+def backed_off(status: DeviceStatus | None, token: str | None, now: int) -> bool:
+    """Whether a device is inside its back-off window for this token. A 429 locks out the
+    source whatever the token (``backoff_token`` None); a 401 only the token refused."""
+    if status is None or status.backoff_until is None or now >= status.backoff_until:
+        return False
+    return status.backoff_token is None or status.backoff_token == token
+
+
+def _next_status(
+    old: DeviceStatus | None, result: PollResult, now: int, token: str | None
+) -> DeviceStatus | None:
     """The device's status after this poll; ``None`` when it was not polled (backed off)."""
     if isinstance(result.error, DeviceBackedOff):
         return None
@@ -411,15 +447,11 @@ def _next_status(old: DeviceStatus | None, result: PollResult, now: int) -> Devi
             duration_ms=duration_ms,
             consecutive_failures=0,
             backoff_until=None,
+            backoff_token=None,
             fingerprint=result.fingerprint,
         )
     failures = base.consecutive_failures + 1
-    backoff_until = None
-    if result.error.kind in ("auth", "rate_limited"):
-        delay = min(BACKOFF_BASE * 2 ** min(failures - 1, 16), BACKOFF_MAX)
-        if isinstance(result.error, DeviceRateLimited) and result.error.retry_after:
-            delay = max(delay, int(result.error.retry_after))
-        backoff_until = now + delay
+    delay = backoff_delay(failures, result.error)
     return replace(
         base,
         last_attempt=now,
@@ -427,5 +459,6 @@ def _next_status(old: DeviceStatus | None, result: PollResult, now: int) -> Devi
         error_message=result.error.detail,
         duration_ms=duration_ms,
         consecutive_failures=failures,
-        backoff_until=backoff_until,
+        backoff_until=None if delay is None else now + delay,
+        backoff_token=token if isinstance(result.error, DeviceAuthError) else None,
     )

@@ -12,7 +12,7 @@ import tomllib
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -25,7 +25,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy.engine import make_url
 
 from .errors import ConfigError, InputError
 from .net import IPNetwork, parse_network
@@ -344,6 +343,13 @@ def split_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class HistoryConfig(_Section):
+    versions: int = Field(500, ge=1, description="Published versions kept per feed.")
+    bodies: int = Field(
+        48, ge=1, description="Newest versions whose bytes are kept (diff, rollback)."
+    )
+
+
 class Config(_Section):
     store: StoreConfig = StoreConfig()
     fortigates: list[FortiGateConfig] = []
@@ -355,6 +361,7 @@ class Config(_Section):
     safety: SafetyConfig = SafetyConfig()
     escalation: EscalationConfig = EscalationConfig()
     push: PushConfig = PushConfig()
+    history: HistoryConfig = HistoryConfig()
     # Where relative paths in the file are resolved; set by load(), not a TOML key.
     base_dir: Path = Field(Path("."), exclude=True)
 
@@ -388,11 +395,7 @@ class Config(_Section):
                 self.base_dir,
                 what="PostgreSQL password",
             )
-            return (
-                make_url(url)
-                .set(password=secret.get_secret_value())
-                .render_as_string(hide_password=False)
-            )
+            return _with_password(url, secret.get_secret_value())
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/"):
             path = url[len(prefix) :]
@@ -406,6 +409,15 @@ class Config(_Section):
                 return feed
         known = ", ".join(f.name for f in self.feeds)
         raise ConfigError(f"no feed named {name!r}; configured feeds: {known}")
+
+
+def _with_password(url: str, password: str) -> str:
+    """``url`` with its password set (user names and hosts kept as written)."""
+    parts = urlsplit(url)
+    user, _, host = parts.netloc.rpartition("@")
+    user = user.partition(":")[0]
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _is_name(value: str) -> bool:

@@ -8,24 +8,36 @@ than the prefix guard cannot be banned, and an import reports every line it drop
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, summarize_address_range
 
 from .errors import InputError
-from .models import AllowEntry, Ban, Event, Offender, Offense
+from .models import (
+    AllowEntry,
+    Ban,
+    BanOrigin,
+    Event,
+    EventKind,
+    FeedState,
+    FeedVersion,
+    Offender,
+    OffenderStatus,
+    Offense,
+)
 from .net import IPNetwork, carve, parse_address, parse_network
 from .policy import (
     Allowlist,
     PrefixGuard,
     Retention,
     holes,
+    suppression,
     suppression_reason,
     with_entries,
 )
 from .store import Store
-from .store import queries as q
 from .timeutil import iso
 
 IMPORT_DEVICE = "import"  # offenses from an imported list: (import, <file name>, ip, created)
@@ -49,19 +61,24 @@ def ban(
     guard: PrefixGuard,
     allowlist: Allowlist,
     now: int,
+    force: bool = False,
 ) -> Ban:
     network = parse_network(target.strip())
-    guard.check_ban(network)
-    with store.write() as conn:
-        allow = with_entries(allowlist, q.allow_entries(conn, now))
+    if not force:
+        guard.check(network, action="ban")
+    with store.write() as tx:
+        allow = with_entries(allowlist, tx.allow_entries(now))
         _check_publishable(network, allow)
-        entry = Ban(network, now, None if ttl is None else now + ttl, "manual", actor, note)
-        q.save_ban(conn, entry)
-        detail = f"banned {network} until {'unbanned' if ttl is None else iso(now + ttl)}"
-        q.insert_events(
-            conn, [Event(now, "banned", _subject(network), actor, _with_note(detail, note))]
+        expires = None if ttl is None else now + ttl
+        entry = Ban(network, now, expires, BanOrigin.MANUAL, actor, note)
+        tx.save_ban(entry)
+        detail = f"banned {network} until {'unbanned' if ttl is None else iso(expires)}"
+        if force and guard.broader(network):
+            detail += f" (--force: broader than /{guard.limit(network)})"
+        tx.insert_events(
+            [Event(now, EventKind.BANNED, _subject(network), actor, _with_note(detail, note))]
         )
-        q.bump_version(conn)
+        tx.bump_version()
     return entry
 
 
@@ -77,40 +94,67 @@ def unban(store: Store, target: str, *, actor: str, note: str | None, now: int) 
     removes bans equal to or inside it. A later offense lists it again (a new fact)."""
     network = parse_network(target.strip())
     text = str(network.network_address) if network.num_addresses == 1 else str(network)
-    with store.write() as conn:
-        marked = network.num_addresses == 1 and q.set_offender_status(conn, text, "unbanned", now)
-        removed = q.delete_bans_within(conn, network)
+    with store.write() as tx:
+        marked = network.num_addresses == 1 and tx.set_offender_status(
+            text, OffenderStatus.UNBANNED, now
+        )
+        removed = tx.delete_bans_within(network)
         if not marked and not removed:
             raise InputError(f"{text}: neither an offender nor a ban in the store")
         detail = "unbanned" + (f"; bans removed: {', '.join(removed)}" if removed else "")
-        q.insert_events(conn, [Event(now, "unbanned", text, actor, _with_note(detail, note))])
-        q.bump_version(conn)
+        tx.insert_events([Event(now, EventKind.UNBANNED, text, actor, _with_note(detail, note))])
+        tx.bump_version()
     return UnbanResult(text, marked, removed)
 
 
 def allow_add(
-    store: Store, target: str, *, expires: int | None, note: str | None, actor: str, now: int
+    store: Store,
+    target: str,
+    *,
+    expires: int | None,
+    note: str | None,
+    actor: str,
+    now: int,
+    guard: PrefixGuard,
+    force: bool = False,
 ) -> AllowEntry:
+    """Never publish ``target``. Broader than the prefix guard only with ``force`` (recorded):
+    ``0.0.0.0/0`` would empty every IPv4 feed. A large drop it causes is still held by the
+    mass-drop guard until approved."""
     network = parse_network(target.strip())
+    if not force:
+        guard.check(network, action="allowlist")
     entry = AllowEntry(network, now, expires, actor, note)
-    with store.write() as conn:
-        q.save_allow_entry(conn, entry)
+    with store.write() as tx:
+        tx.save_allow_entry(entry)
         until = "" if expires is None else f" until {iso(expires)}"
-        detail = _with_note(f"allowlisted{until}", note)
-        q.insert_events(conn, [Event(now, "allowlist_added", _subject(network), actor, detail)])
-        q.bump_version(conn)
+        detail = f"allowlisted{until}"
+        if force and guard.broader(network):
+            detail += f" (--force: broader than /{guard.limit(network)})"
+        tx.insert_events(
+            [
+                Event(
+                    now,
+                    EventKind.ALLOWLIST_ADDED,
+                    _subject(network),
+                    actor,
+                    _with_note(detail, note),
+                )
+            ]
+        )
+        tx.bump_version()
     return entry
 
 
 def allow_remove(store: Store, target: str, *, actor: str, now: int) -> None:
     network = parse_network(target.strip())
-    with store.write() as conn:
-        if not q.delete_allow_entry(conn, str(network)):
+    with store.write() as tx:
+        if not tx.delete_allow_entry(str(network)):
             raise InputError(f"{network} is not in the store's allowlist (config entries stay)")
-        q.insert_events(
-            conn, [Event(now, "allowlist_removed", _subject(network), actor, "removed")]
+        tx.insert_events(
+            [Event(now, EventKind.ALLOWLIST_REMOVED, _subject(network), actor, "removed")]
         )
-        q.bump_version(conn)
+        tx.bump_version()
 
 
 def _subject(network: IPNetwork) -> str:
@@ -173,8 +217,8 @@ def import_list(
     report = ImportReport()
     addresses: dict[str, Offense] = {}
     networks: dict[str, IPNetwork] = {}
-    with store.read() as conn:
-        allow = with_entries(allowlist, q.allow_entries(conn, now))
+    with store.read() as tx:
+        allow = with_entries(allowlist, tx.allow_entries(now))
     for raw in lines:
         if progress is not None:
             next(progress, None)
@@ -197,38 +241,34 @@ def import_list(
             else:
                 networks[str(network)] = network
     expires = None if ttl is None else now + ttl
-    with store.write() as conn:
-        known = q.load_offenders(conn, addresses)
+    with store.write() as tx:
+        known = tx.load_offenders(addresses)
         report.already = len(known)
         new = [(o, text) for text, o in addresses.items() if text not in known]
         until = expires if ttl is not None else retention.active_until(now, 1)
         origin = (f"{IMPORT_DEVICE}/{source}",)
-        rows = [
-            q.offender_tuple(
-                Offender(
-                    o.ip,
-                    now,
-                    now,
-                    1,
-                    ("imported",),
-                    (IMPORT_DEVICE,),
-                    origin,
-                    until,
-                    "listed",
-                    note,
-                ),
+        offenders = [
+            Offender(
+                o.ip,
                 now,
-                text,
+                now,
+                1,
+                ("imported",),
+                (IMPORT_DEVICE,),
+                origin,
+                until,
+                OffenderStatus.LISTED,
+                note,
             )
-            for o, text in new
+            for o, _ in new
         ]
-        q.insert_offenses(conn, new, seen=now)
-        q.insert_offenders(conn, rows)
+        tx.insert_offenses(new, seen=now)
+        tx.insert_offenders(offenders, now, [text for _, text in new])
         for network in networks.values():
-            q.save_ban(conn, Ban(network, now, expires, "imported", actor, note))
+            tx.save_ban(Ban(network, now, expires, BanOrigin.IMPORTED, actor, note))
         detail = f"imported {len(new)} addresses and {len(networks)} networks from {source}"
-        q.insert_events(conn, [Event(now, "imported", None, actor, _with_note(detail, note))])
-        q.bump_version(conn)
+        tx.insert_events([Event(now, EventKind.IMPORTED, None, actor, _with_note(detail, note))])
+        tx.bump_version()
     report.addresses, report.networks = len(new), len(networks)
     return report
 
@@ -236,12 +276,10 @@ def import_list(
 def _import_refusal(network: IPNetwork, guard: PrefixGuard, allow: Allowlist) -> str | None:
     if network.prefixlen < guard.limit(network):
         return f"broader than /{guard.limit(network)}"
-    reason = suppression_reason(network.network_address, allow)
-    if reason is None and network.num_addresses > 1:
-        reason = suppression_reason(network.broadcast_address, allow)
-    if reason is not None:
-        return reason.split(":")[0]  # never-block / protected / allowlisted
-    return None
+    found = suppression(network.network_address, allow)
+    if found is None and network.num_addresses > 1:
+        found = suppression(network.broadcast_address, allow)
+    return None if found is None else found[0].value  # never-block / protected / allowlisted
 
 
 # -- prune -----------------------------------------------------------------------------------
@@ -259,32 +297,64 @@ def prune(store: Store, *, keep_history: int | None, actor: str, now: int) -> Pr
     """Apply retention now: record an ``expired`` event for each offender whose active_until
     passed since the last prune; delete history (offenses, events, long-expired offenders)
     older than ``keep_history``."""
-    with store.write() as conn:
-        last = int(q.get_meta(conn, "last_prune") or 0)
-        expired = q.offenders_expired_between(conn, last, now)  # not a scan of every offender
-        q.insert_events(
-            conn, [Event(until, "expired", ip, actor, "retention ended") for ip, until in expired]
+    with store.write() as tx:
+        last = int(tx.get_meta("last_prune") or 0)
+        expired = tx.offenders_expired_between(last, now)  # not a scan of every offender
+        tx.insert_events(
+            [Event(until, EventKind.EXPIRED, ip, actor, "retention ended") for ip, until in expired]
         )
         offenses = events = offenders = 0
         if keep_history is not None:
             before = now - keep_history
-            offenses, events = q.prune_history(conn, before)
-            offenders = len(q.delete_expired_offenders(conn, before))
-        q.set_meta(conn, "last_prune", str(now))
+            offenses, events = tx.prune_history(before)
+            offenders = len(tx.delete_expired_offenders(before))
+        tx.set_meta("last_prune", str(now))
         if offenders:
-            q.bump_version(conn)
+            tx.bump_version()
     return PruneReport(len(expired), offenses, events, offenders)
 
 
 def approve_feed(store: Store, feed: str, *, actor: str, now: int) -> bool:
     """Release the mass-drop guard's hold on ``feed``; False if it was not held."""
-    with store.write() as conn:
-        state = q.feed_states(conn).get(feed)
-        if state is None or state["held_since"] is None:
+    with store.write() as tx:
+        state = tx.feed_states().get(feed)
+        if state is None or state.held_since is None:
             return False
-        q.save_feed_state(conn, {"feed": feed, "approved": now})
-        q.insert_events(
-            conn, [Event(now, "feed_approved", None, actor, f"released the hold on {feed}")]
+        tx.save_feed_state(dataclasses.replace(state, approved=now, approved_by=actor))
+        tx.insert_events(
+            [Event(now, EventKind.FEED_APPROVED, None, actor, f"released the hold on {feed}")]
         )
-        q.bump_version(conn)  # servers rebuild at once
+        tx.bump_version()  # servers publish at once
+    return True
+
+
+def pin_feed(store: Store, feed: str, number: int, *, actor: str, now: int) -> FeedVersion:
+    """Serve version ``number`` of ``feed`` (a rollback) until :func:`release_feed`."""
+    with store.write() as tx:
+        version = tx.feed_version(feed, number)
+        if version is None or version.body is None:
+            raise InputError(
+                f"feed {feed} has no version {number} with its bytes kept — "
+                "see `banfeed feeds history`"
+            )
+        state = tx.feed_states().get(feed) or FeedState(feed)
+        tx.save_feed_state(dataclasses.replace(state, pinned=number, pinned_by=actor))
+        tx.insert_events(
+            [Event(now, EventKind.FEED_PINNED, None, actor, f"pinned {feed} to version {number}")]
+        )
+        tx.bump_version()
+    return version
+
+
+def release_feed(store: Store, feed: str, *, actor: str, now: int) -> bool:
+    """Stop serving a pinned version: publish the current build again. False if not pinned."""
+    with store.write() as tx:
+        state = tx.feed_states().get(feed)
+        if state is None or state.pinned is None:
+            return False
+        tx.save_feed_state(dataclasses.replace(state, pinned=None, pinned_by=None))
+        tx.insert_events(
+            [Event(now, EventKind.FEED_RELEASED, None, actor, f"released the pin on {feed}")]
+        )
+        tx.bump_version()
     return True

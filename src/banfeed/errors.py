@@ -21,7 +21,9 @@ BanfeedError
     │   ├── DeviceUnavailableError 424: feature unavailable
     │   ├── DeviceRateLimited      429: source locked out after auth failures
     │   └── DeviceServerError      5xx
-    └── DeviceBadResponse      200 but not JSON, wrong shape, or too large
+    ├── DeviceBadResponse      200 but not JSON, wrong shape, or too large
+    └── DeviceInternalError    polling or parsing it raised something unexpected (a bug):
+                               that device fails alone, with the traceback logged
 ```
 Only ``cli`` turns these into messages and exit codes, only ``server`` into HTTP statuses.
 Every message says what happened, where, and what to do.
@@ -124,3 +126,7 @@ class DeviceServerError(DeviceHTTPError):
 
 class DeviceBadResponse(DeviceError):
     kind = "bad_response"
+
+
+class DeviceInternalError(DeviceError):
+    kind = "internal"

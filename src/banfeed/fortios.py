@@ -9,6 +9,7 @@ logged by proxies and disabled by default since 7.4.5).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import ssl
@@ -41,12 +42,26 @@ from .errors import (
 )
 from .models import Offense, Rejected, VdomList
 from .net import IPAddress, parse_address
+from .timeutil import iso
 
 BANNED_PATH = "/api/v2/monitor/user/banned"
 ENTRY_LIST_PATH = "/api/v2/monitor/system/external-resource/entry-list"
 DYNAMIC_PATH = "/api/v2/monitor/system/external-resource/dynamic"
 MAX_SOURCE_TEXT = 64
-MAX_EPOCH = 2**40  # year 36812: anything beyond is garbage, not a time
+
+# The window of times a device may send (epoch seconds, checked per entry against banfeed's
+# clock). A time outside it is a wrong device clock or garbage, and stored it would do harm:
+# retention counts from the last offense, so a `created` in year 3000 publishes an address for
+# a thousand years and counts as its most recent offense for ever; an `expires` centuries
+# ahead is stored, shown and exported as if it were a real quarantine.
+EARLIEST = 946_684_800  # 2000-01-01T00:00:00Z: FortiOS has no quarantine list before that
+# A day covers a device whose clock is off by a time zone (at most 14 h) and no more.
+FUTURE_SKEW = 86_400
+# A sensor's quarantine-expiry is at most 364d23h59m; an administrative ban can be longer (the
+# v7.2.5 fixture has one 8.5 years ahead) and one without expiry has no `expires` at all. Ten
+# years ahead is no real expiry.
+EXPIRES_AHEAD = 10 * 365 * 86_400
+_SHOWABLE = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second ISO-8601 can show
 
 _STATUS_ERRORS: dict[int, tuple[type[DeviceHTTPError], str]] = {
     401: (
@@ -152,15 +167,17 @@ class FortiOSClient:
         if self._client is not None:
             await self._client.aclose()
 
-    async def banned(self, vdom: str, *, known_fingerprint: str | None = None) -> BannedAnswer:
-        """The quarantine list of ``vdom`` (``"*"`` for every VDOM)."""
+    async def banned(
+        self, vdom: str, *, now: int, known_fingerprint: str | None = None
+    ) -> BannedAnswer:
+        """The quarantine list of ``vdom`` (``"*"`` for every VDOM); ``now`` (epoch seconds) is
+        banfeed's clock, which every entry's times are checked against."""
         body = await self._get(BANNED_PATH, {"vdom": vdom})
         fingerprint = hashlib.sha256(body).hexdigest()
         if fingerprint == known_fingerprint:
             return BannedAnswer([], fingerprint, unchanged=True)
-        return BannedAnswer(
-            parse_banned(self.target.name, vdom, body), fingerprint, unchanged=False
-        )
+        lists = parse_banned(self.target.name, vdom, body, now=now)
+        return BannedAnswer(lists, fingerprint, unchanged=False)
 
     async def add_users(self, addresses: Sequence[str], expiry: int, vdom: str = "root") -> None:
         """Quarantine ``addresses`` for ``expiry`` seconds (0: no expiry) on this device."""
@@ -185,10 +202,7 @@ class FortiOSClient:
 
     async def _post(self, path: str, params: dict[str, str], body: dict[str, Any]) -> None:
         answer = await self._request("POST", path, params, json.dumps(body).encode())
-        try:
-            document = json.loads(answer) if answer.strip() else {}
-        except ValueError:
-            raise DeviceBadResponse(self.target.name, f"{path}: answer is not JSON") from None
+        document = _load(self.target.name, answer, f"{path}: answer") if answer.strip() else {}
         if not isinstance(document, dict) or document.get("status", "success") != "success":
             detail = _short(document) if isinstance(document, dict) else _kind(document)
             raise DeviceBadResponse(self.target.name, f"{path}: not a success ({detail})")
@@ -207,19 +221,36 @@ class FortiOSClient:
         if content is not None:
             headers["Content-Type"] = "application/json"
         try:
-            async with self._client.stream(
-                method, path, params=params, headers=headers, content=content
-            ) as resp:
-                if resp.status_code != 200:
-                    await resp.aread() if _small(resp) else None
-                    raise _status_error(name, resp)
-                return await self._read_limited(resp)
-        except httpx.TimeoutException:
+            # httpx's timeout bounds each read, not the request: a device that sends a byte a
+            # second (headers or body) or an endless chunked body would hold the whole cycle.
+            # One deadline covers connect, headers and body; httpx's own stays for the rest.
+            async with asyncio.timeout(self.target.timeout):
+                return await self._exchange(method, path, params, headers, content)
+        except (TimeoutError, httpx.TimeoutException):
             raise DeviceTimeout(
-                name, f"no answer within {self.target.timeout:g}s — is the device overloaded?"
+                name,
+                f"no complete answer within {self.target.timeout:g}s (connect, headers and "
+                "body) — is the device overloaded?",
             ) from None
         except httpx.TransportError as exc:
             raise _transport_error(name, self.target.url, exc) from None
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        headers: dict[str, str],
+        content: bytes | None,
+    ) -> bytes:
+        assert self._client is not None
+        async with self._client.stream(
+            method, path, params=params, headers=headers, content=content
+        ) as resp:
+            if resp.status_code != 200:
+                await resp.aread() if _small(resp) else None
+                raise _status_error(self.target.name, resp)
+            return await self._read_limited(resp)
 
     async def _read_limited(self, resp: httpx.Response) -> bytes:
         limit = self.target.max_response
@@ -292,21 +323,43 @@ def _transport_error(name: str, url: str, exc: httpx.TransportError) -> DeviceEr
 # -- parsing ----------------------------------------------------------------------------------
 
 
-def parse_banned(device: str, vdom: str, body: bytes) -> list[VdomList]:
-    """Validate a ``user/banned`` answer: one response object, or an array of them per VDOM."""
+def parse_banned(device: str, vdom: str, body: bytes, *, now: int) -> list[VdomList]:
+    """Validate a ``user/banned`` answer: one response object, or an array of them per VDOM.
+
+    ``now`` is banfeed's clock (epoch seconds): an entry whose ``created`` or ``expires`` lies
+    outside the window around it is rejected alone, like a malformed address.
+    """
     if body.lstrip()[:1] == b"<":
         raise DeviceBadResponse(
             device, "answered an HTML page instead of JSON — check the URL and port"
         )
-    try:
-        document = json.loads(body)
-    except ValueError as exc:
-        raise DeviceBadResponse(device, f"answer is not valid JSON ({exc})") from None
+    document = _load(device, body, "answer")
     objects = document if isinstance(document, list) else [document]
-    return [_parse_object(device, vdom, obj) for obj in objects]
+    return [_parse_object(device, vdom, obj, now) for obj in objects]
 
 
-def _parse_object(device: str, requested: str, obj: Any) -> VdomList:
+def _load(device: str, body: bytes, what: str) -> Any:
+    """``json.loads`` of bytes a device sent: the document, or a :class:`DeviceBadResponse`.
+
+    Hostile bytes make json.loads raise more than ValueError, and any of them escaping here
+    would take the whole collection cycle down instead of this device alone: each is named.
+    """
+    try:
+        return json.loads(body)
+    except RecursionError:  # about a thousand nested `[` or `{"a":` exceed Python's limit
+        reason = "nested too deeply to be a FortiOS answer — check the URL and the device"
+    except MemoryError:
+        reason = f"too large to parse in memory ({len(body):,} bytes) — lower max_response"
+    except UnicodeDecodeError as exc:  # before ValueError, which it is a kind of
+        reason = f"not UTF-8 text ({exc.reason} at byte {exc.start}) — check the URL and port"
+    except ValueError as exc:  # bad JSON, or an integer over Python's 4,300-digit limit
+        reason = f"not valid JSON ({str(exc)[:120]})"
+    except (OverflowError, TypeError) as exc:  # numbers or values the decoder cannot hold
+        reason = f"not parseable ({type(exc).__name__}: {str(exc)[:120]})"
+    raise DeviceBadResponse(device, f"{what} is {reason}")
+
+
+def _parse_object(device: str, requested: str, obj: Any, now: int) -> VdomList:
     if not isinstance(obj, dict):
         raise DeviceBadResponse(device, f"wrong JSON shape: expected an object, got {_kind(obj)}")
     if obj.get("status") == "error":
@@ -319,19 +372,19 @@ def _parse_object(device: str, requested: str, obj: Any) -> VdomList:
         )
     vdom = obj.get("vdom", requested)
     if not isinstance(vdom, str) or not vdom or len(vdom) > 64 or not vdom.isprintable():
-        raise DeviceBadResponse(device, f"wrong JSON shape: bad 'vdom' {str(vdom)[:40]!r}")
+        raise DeviceBadResponse(device, f"wrong JSON shape: bad 'vdom' {_cut(vdom)!r}")
     offenses: list[Offense] = []
     rejected: list[Rejected] = []
     sources: dict[str, str] = {}  # a list repeats a handful of causes: check each once
     for index, entry in enumerate(results):
         try:
-            offenses.append(_parse_entry(device, vdom, entry, sources))
+            offenses.append(_parse_entry(device, vdom, entry, sources, now))
         except InputError as exc:
             rejected.append(Rejected(device, vdom, index, str(exc)))
     return VdomList(vdom, offenses, rejected)
 
 
-def _parse_entry(device: str, vdom: str, entry: Any, sources: dict[str, str]) -> Offense:
+def _parse_entry(device: str, vdom: str, entry: Any, sources: dict[str, str], now: int) -> Offense:
     if not isinstance(entry, dict):
         raise InputError(f"entry is {_kind(entry)}, not an object")
     text = entry.get("ip_address")
@@ -339,18 +392,16 @@ def _parse_entry(device: str, vdom: str, entry: Any, sources: dict[str, str]) ->
     flag = entry.get("ipv6")
     if flag is not None:
         if flag not in (0, 1) or isinstance(flag, float):
-            raise InputError(f"ipv6 flag {str(flag)[:20]!r} is not 0 or 1")
+            raise InputError(f"ipv6 flag {_cut(flag, 20)!r} is not 0 or 1")
         if bool(flag) != (":" in str(text)):
             raise InputError(f"ipv6 flag {flag!r} contradicts address {text!r}")
-    created = _epoch(entry.get("created"), "created")
-    if created is None:
-        raise InputError("created is missing")
-    expires = _epoch(entry.get("expires"), "expires")
+    created = _created(entry.get("created"), now)
+    expires = _expires(entry.get("expires"), now)
     raw = entry.get("source", "unknown")
     source = sources.get(raw) if isinstance(raw, str) else None
     if source is None:
         if not isinstance(raw, str) or not raw.isprintable() or len(raw) > MAX_SOURCE_TEXT:
-            raise InputError(f"source {str(raw)[:40]!r} is not a short printable text")
+            raise InputError(f"source {_cut(raw)!r} is not a short printable text")
         source = sources[raw] = raw.strip() or "unknown"
     return Offense(device, vdom, ip, created, expires, source)
 
@@ -368,12 +419,56 @@ def _fast_ipv4(text: Any) -> IPAddress | None:
     return None
 
 
-def _epoch(value: Any, key: str) -> int | None:
+def _created(value: Any, now: int) -> int:
     if value is None:
+        raise InputError("created is missing")
+    created = _epoch(value, "created")
+    if created > now + FUTURE_SKEW:
+        raise InputError(
+            f"created {_when(created)} is more than a day ahead of banfeed's clock "
+            f"({_date(now)}) — check the device's clock (NTP)"
+        )
+    return created
+
+
+def _expires(value: Any, now: int) -> int | None:
+    if value is None:  # absent: the device bans it with no expiry
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_EPOCH:
-        raise InputError(f"{key} {str(value)[:40]!r} is not an epoch time in seconds")
+    expires = _epoch(value, "expires")
+    if expires > now + EXPIRES_AHEAD:
+        raise InputError(
+            f"expires {_when(expires)} is more than ten years ahead of banfeed's clock "
+            f"({_date(now)}) — no FortiOS quarantine lasts that long"
+        )
+    return expires
+
+
+def _epoch(value: Any, key: str) -> int:
+    # bool is an int to Python and 1.8e9 a float to JSON: FortiOS sends neither as a time.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{key} {_cut(value)!r} is not an epoch time in whole seconds")
+    if value < EARLIEST:
+        raise InputError(f"{key} {_when(value)} is before 2000-01-01: not a quarantine time")
     return value
+
+
+def _when(epoch: int) -> str:
+    """An epoch time a device sent: the number and, where ISO-8601 can show it, the date."""
+    date = _date(epoch)
+    return date if date == _cut(epoch) else f"{epoch} ({date})"
+
+
+def _date(epoch: int) -> str:
+    # datetime cannot show a time before 1970 or after 9999; those keep their number.
+    return (iso(epoch) or "") if 0 <= epoch <= _SHOWABLE else _cut(epoch)
+
+
+def _cut(value: Any, width: int = 40) -> str:
+    """A device's value for a message: scalars cut to ``width`` characters, anything else by
+    its type alone (the text of a list can be huge, or nested deep enough to overflow)."""
+    if value is None or isinstance(value, str | int | float):
+        return str(value)[:width]
+    return f"<{_kind(value)}>"
 
 
 def _int(value: Any) -> int:
@@ -386,15 +481,12 @@ def _kind(value: Any) -> str:
 
 def _short(obj: dict[str, Any]) -> str:
     keys = ("http_status", "error", "cli_error")
-    return ", ".join(f"{k}={str(obj[k])[:80]}" for k in keys if k in obj) or "no detail"
+    return ", ".join(f"{k}={_cut(obj[k], 80)}" for k in keys if k in obj) or "no detail"
 
 
 def parse_entry_list(device: str, feed: str, body: bytes) -> FeedStatus:
     """Validate an ``external-resource/entry-list`` answer into counts (all optional but typed)."""
-    try:
-        document = json.loads(body)
-    except ValueError:
-        raise DeviceBadResponse(device, "entry-list answer is not valid JSON") from None
+    document = _load(device, body, "entry-list answer")
     results = document.get("results") if isinstance(document, dict) else None
     if isinstance(results, list) and len(results) == 1:
         results = results[0]

@@ -3,10 +3,61 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import NamedTuple
 
 from .errors import DeviceError
 from .net import IPAddress, IPNetwork
+
+
+class OffenderStatus(StrEnum):
+    """The operator's decision stored on an offender (everything else is derived)."""
+
+    LISTED = "listed"
+    UNBANNED = "unbanned"
+
+
+class OffenderState(StrEnum):
+    """What an offender is at a moment: derived from status, retention and the allowlist."""
+
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    SUPPRESSED = "suppressed"
+    UNBANNED = "unbanned"
+
+
+class EventKind(StrEnum):
+    SUPPRESSED = "suppressed"
+    RELISTED = "relisted"
+    BANNED = "banned"
+    UNBANNED = "unbanned"
+    ALLOWLIST_ADDED = "allowlist_added"
+    ALLOWLIST_REMOVED = "allowlist_removed"
+    IMPORTED = "imported"
+    EXPIRED = "expired"
+    FEED_APPROVED = "feed_approved"
+    FEED_PINNED = "feed_pinned"
+    FEED_RELEASED = "feed_released"
+
+
+class Family(StrEnum):
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+    ANY = "any"
+
+    def admits(self, version: int) -> bool:
+        return self is Family.ANY or self.value == f"ipv{version}"
+
+
+class BanOrigin(StrEnum):
+    MANUAL = "manual"
+    IMPORTED = "imported"
+
+
+class AuthKind(StrEnum):
+    NONE = "none"
+    BASIC = "basic"
+    BEARER = "bearer"
 
 
 class Offense(NamedTuple):
@@ -56,7 +107,7 @@ class Offender:
     devices: tuple[str, ...]
     vdoms: tuple[str, ...]  # "device/vdom"
     active_until: int | None  # None: forever
-    status: str  # "listed" or "unbanned"
+    status: OffenderStatus
     note: str | None = None
 
 
@@ -65,7 +116,7 @@ class Event:
     """An audit record. Offenses themselves are history too and are not repeated here."""
 
     time: int
-    kind: str  # added, suppressed, banned, unbanned, allowlist_added, ...
+    kind: EventKind
     ip: str | None
     actor: str
     detail: str
@@ -84,6 +135,7 @@ class DeviceStatus:
     duration_ms: int = 0
     consecutive_failures: int = 0
     backoff_until: int | None = None
+    backoff_token: str | None = None  # the token a 401 refused (None: any token, e.g. 429)
     fingerprint: str | None = None
 
 
@@ -116,7 +168,7 @@ class Ban:
     network: IPNetwork
     created: int
     expires: int | None  # None: until unbanned
-    provenance: str  # manual | imported
+    provenance: BanOrigin
     actor: str
     note: str | None = None
 
@@ -130,3 +182,49 @@ class AllowEntry:
     expires: int | None
     actor: str
     note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """What a feed's guard and operators decided: a hold, an approval, a pin."""
+
+    feed: str
+    held_since: int | None = None  # mass-drop guard: serving the last good version since
+    hold_reason: str | None = None
+    approved: int | None = None  # an operator released the hold then
+    approved_by: str | None = None
+    pinned: int | None = None  # the version number served until released (a rollback)
+    pinned_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedVersion:
+    """One published version of a feed: what consumers were (or are) served."""
+
+    feed: str
+    number: int  # 1, 2, 3 … per feed
+    created: int  # when it was first published: the Last-Modified every replica agrees on
+    etag: str
+    entries: int
+    added: int
+    removed: int
+    matched: int
+    overflow: int
+    reason: str  # why this version was published
+    approver: str | None  # who approved it, when a guard held it
+    store_version: int
+    body: bytes | None  # the plain feed; None once retention dropped the body
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """One consumer of one feed (address and user agent) and its last fetch."""
+
+    feed: str
+    address: str
+    user_agent: str
+    first_fetch: int
+    last_fetch: int
+    etag: str | None
+    status: int
+    requests: int

@@ -14,16 +14,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .errors import DeviceError
+from .errors import DeviceError, StoreError
 from .fortios import DeviceTarget, FeedStatus, FortiOSClient
 from .models import Offender
+from .policy import backoff_seconds
 from .store import Store
-from .store import queries as q
 
 log = logging.getLogger(__name__)
 
-BACKOFF_BASE = 60
-BACKOFF_MAX = 3600
 EXPIRY_STEP = 3600  # expiries are rounded up to the hour: one add_users call per bucket
 
 
@@ -48,7 +46,7 @@ class Backoff:
 
     def failed(self, device: str, now: float) -> None:
         n = self.failures[device] = self.failures.get(device, 0) + 1
-        self.until[device] = now + min(BACKOFF_BASE * 2 ** min(n - 1, 16), BACKOFF_MAX)
+        self.until[device] = now + backoff_seconds(n)
 
     def succeeded(self, device: str) -> None:
         self.failures.pop(device, None)
@@ -89,9 +87,7 @@ async def push_quarantine(
                     await client.add_users(addresses, expiry, vdom)
                     result.count += len(addresses)
                     if store is not None:  # so the device listing them back is no new offense
-                        await asyncio.to_thread(
-                            _remember, store, target.name, addresses, now, expiry
-                        )
+                        await _remember(store, target.name, addresses, now, expiry)
         except DeviceError as exc:
             result.error = exc
             backoff.failed(target.name, now)
@@ -102,9 +98,24 @@ async def push_quarantine(
     return list(await asyncio.gather(*(one(t) for t in targets)))
 
 
-def _remember(store: Store, device: str, addresses: list[str], now: int, expiry: int) -> None:
-    with store.write() as conn:
-        q.record_pushes(conn, device, addresses, now, now + expiry)
+async def _remember(store: Store, device: str, addresses: list[str], now: int, expiry: int) -> None:
+    """Record what was pushed. A store that cannot take the record does not stop the push (the
+    quarantine is placed already); the risk — its echo counted as new offenses — is logged."""
+
+    def write() -> None:
+        with store.write() as tx:
+            tx.record_pushes(device, addresses, now, now + expiry)
+
+    try:
+        await asyncio.to_thread(write)
+    except StoreError as exc:
+        log.error(
+            "pushed %d quarantines to %s but could not record them (%s): the device listing "
+            "them back may count as new offenses",
+            len(addresses),
+            device,
+            exc,
+        )
 
 
 async def clear_everywhere(

@@ -3,13 +3,21 @@
 Durations are written like ``"90s"``, ``"30m"``, ``"12h"``, ``"30d"``, ``"2w"`` or ``"forever"``;
 ``FOREVER`` (``None``) stands for an unbounded duration. Times inside banfeed are integer epoch
 seconds (UTC): they compare, store and index the same way in SQLite and PostgreSQL.
+
+Showing a time never fails: :func:`iso` and :func:`http_date` accept any number a store may
+hold (an older version's escalation, a hand edit, a device's garbage) and clamp it into
+[``MIN_TIME``, ``MAX_TIME``], so a time past year 9999 is shown as ``9999-12-31T23:59:59Z``
+and one before 1970 as ``1970-01-01T00:00:00Z``. One absurd row must not take ``list``,
+``export`` or a feed down with it.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 from .errors import InputError
 
@@ -17,6 +25,11 @@ Clock = Callable[[], float]
 """Returns the current time as epoch seconds; injected so nothing below the root reads the time."""
 
 FOREVER: None = None
+
+MIN_TIME = 0
+"""The earliest time shown: the epoch (nothing banfeed records happened before 1970)."""
+MAX_TIME = 253_402_300_799
+"""9999-12-31T23:59:59Z, the latest instant ``datetime`` (and so ISO-8601 and HTTP) can show."""
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -56,8 +69,31 @@ def format_duration(seconds: int | None) -> str:
     return f"{seconds}s"
 
 
+def clamp_time(epoch: int | float) -> int:
+    """Whole epoch seconds within [``MIN_TIME``, ``MAX_TIME``], for any int or float.
+
+    Fractions are dropped (floor: the second it happened in); ``inf`` is ``MAX_TIME``, ``-inf``
+    ``MIN_TIME``, and NaN, which is no time at all, ``MIN_TIME``.
+    """
+    # Compare before converting: int(inf) and int(nan) raise, and a huge int needs no floor.
+    if epoch >= MAX_TIME:
+        return MAX_TIME
+    if epoch > MIN_TIME:
+        return math.floor(epoch)  # an int keeps its value; a bool becomes a plain int
+    return MIN_TIME  # also NaN, for which every comparison is false
+
+
 def iso(epoch: int | float | None) -> str | None:
-    """ISO-8601 UTC with a ``Z``; ``None`` stays ``None`` (no expiry, never)."""
+    """ISO-8601 UTC with a ``Z``; ``None`` stays ``None`` (no expiry, never).
+
+    Never raises: the time is clamped first (:func:`clamp_time`), so anything past year 9999
+    is ``9999-12-31T23:59:59Z``.
+    """
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(clamp_time(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def http_date(epoch: int | float) -> str:
+    """RFC 7231 IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``), clamped like :func:`iso`."""
+    return format_datetime(datetime.fromtimestamp(clamp_time(epoch), UTC), usegmt=True)

@@ -1,10 +1,14 @@
 """The ``banfeed`` command: thin shells over the core. Parse, make one core call, render.
 
+One module a noun: devices (check, collect), offenders (list, show, ban, unban, import,
+prune), allow, feeds (feeds, history, diff, rollback, release, approve, export, verify,
+fortigate-config), store (init, db), daemon (run, serve), trying (demo, simulate).
+
 Exit codes: 0 ok; 1 the command ran but something failed (a device, a missing offender);
 2 usage or configuration error. Only this package turns errors into messages and exit codes.
 """
 
-from . import control, loop, serve  # noqa: F401  (they register their commands on ``main``)
+from . import allow, daemon, devices, feeds, offenders, store, trying  # noqa: F401 (commands)
 from .base import main
 
 __all__ = ["main"]

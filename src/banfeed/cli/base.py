@@ -7,17 +7,21 @@ Exit codes: 0 ok; 1 the command ran but something failed (a device, a missing of
 from __future__ import annotations
 
 import functools
+import getpass
 import logging
+import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
 from rich.text import Text
 
-from .. import __version__, service
+from .. import __version__, compose
 from ..config import Config, config_path, load
 from ..errors import BanfeedError, ConfigError, InputError
+from ..timeutil import iso
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -40,6 +44,16 @@ def bad(kind: str, detail: str) -> Text:
 
 def warn(message: str) -> None:
     out.print(Text.assemble(("warning: ", "yellow"), message))
+
+
+def operator() -> str:
+    """Who acts, for the audit log: $BANFEED_ACTOR, else the login name."""
+    return os.environ.get("BANFEED_ACTOR") or getpass.getuser()
+
+
+def short_time(epoch: int | None) -> str:
+    """Minutes are enough in a table; JSON and CSV carry full ISO-8601 times."""
+    return (iso(epoch) or "")[:16].replace("T", " ")
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -73,8 +87,10 @@ class Context:
             self._config = load(self.path)
         return self._config
 
-    def runtime(self, *, create_store: bool = False) -> service.Runtime:
-        return service.runtime(self.config, create_store=create_store)
+    def runtime(self, *, create_store: bool = False) -> AbstractContextManager[compose.Runtime]:
+        """The store and clock for one command: ``with ctx.runtime() as rt:`` closes the store
+        however the command ends."""
+        return compose.runtime(self.config, create_store=create_store)
 
 
 pass_ctx = click.make_pass_decorator(Context)

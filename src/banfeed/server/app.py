@@ -21,10 +21,11 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from .. import metrics
-from ..feeds import RENDERERS
+from ..models import Consumer
+from ..publish.render import FORMATS
 from ..timeutil import Clock, iso
 from .auth import FeedAccess
-from .cache import FeedCache, Rendered
+from .cache import FeedCache, FeedEntry, Rendered
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,9 @@ class Fetches:
         row.update(last_fetch=now, etag=etag, status=status)
         row["requests"] += 1
 
-    def take(self) -> list[dict[str, Any]]:
+    def take(self) -> list[Consumer]:
         taken, self.pending = list(self.pending.values()), {}
-        return taken
+        return [Consumer(**row) for row in taken]
 
 
 @dataclass
@@ -70,7 +71,7 @@ def create_app(state: ServerState) -> Starlette:
     async def feed(request: Request) -> Response:
         name, fmt = request.path_params["name"], request.path_params["fmt"]
         access = state.access.get(name)
-        if access is None or fmt not in RENDERERS:
+        if access is None or fmt not in FORMATS:
             return PlainTextResponse("no such feed\n", status_code=404)
         host = request.client.host if request.client else ""
         status, response = await _feed_response(state, request, name, fmt, access, host)
@@ -84,8 +85,15 @@ def create_app(state: ServerState) -> Starlette:
         return PlainTextResponse("ok\n")
 
     async def readyz(_request: Request) -> Response:
+        # Ready means "can serve feeds" (what a load balancer asks); collection health is
+        # reported beside it and does not make a replica that serves recorded versions unready.
         problems = readiness_problems(state)
-        body = {"ready": not problems, "problems": problems}
+        body = {
+            "ready": not problems,
+            "problems": problems,
+            "collection": collection_problems(state),
+            "publishing": state.cache.publish_error,
+        }
         return JSONResponse(body, status_code=503 if problems else 200)
 
     async def metrics_endpoint(_request: Request) -> Response:
@@ -172,35 +180,55 @@ def _not_modified(request: Request, rendered: Rendered, etag: str) -> bool:
 
 
 def readiness_problems(state: ServerState) -> list[str]:
-    problems = []
+    """Why this server cannot serve every feed now (empty: ready)."""
     cache = state.cache
     if not cache.healthy:
-        problems.append(f"store: {cache.last_error or 'not read yet'}")
-    now = state.clock()
+        return [f"store: {cache.last_error or 'not read yet'}"]
+    missing = [name for name in state.access if name not in cache.entries]
+    return [f"feed {name}: no version published yet" for name in missing]
+
+
+def collection_problems(state: ServerState) -> list[str]:
+    """Why collection looks unhealthy (reported, not part of readiness)."""
+    if not state.collecting:
+        return []
+    cache = state.cache
     if cache.last_cycle is None:
-        problems.append("no collection cycle has completed yet")
-    elif now - cache.last_cycle > 3 * state.interval:
-        problems.append(f"last collection cycle at {iso(cache.last_cycle)}, over 3 intervals ago")
-    return problems
+        return ["no collection cycle has completed yet"]
+    if state.clock() - cache.last_cycle > 3 * state.interval:
+        return [f"last collection cycle at {iso(cache.last_cycle)}, over 3 intervals ago"]
+    return []
+
+
+def _feed_words(entry: FeedEntry | None) -> tuple[str, str, str, str]:
+    if entry is None:
+        return "—", "—", "—", "not published yet"
+    version, fstate = entry.served.version, entry.served.state
+    if fstate.pinned is not None:
+        words = f"pinned to version {version.number} by {fstate.pinned_by or 'an operator'}"
+    elif fstate.held_since is not None:
+        words = f"held since {iso(fstate.held_since)}: {fstate.hold_reason}"
+    else:
+        words = f"version {version.number}"
+    return str(version.entries), str(version.overflow), iso(version.created) or "", words
 
 
 def _index_html(state: ServerState) -> str:
     rows = []
     for name in state.access:
-        entry = state.cache.entries.get(name)
-        size = str(len(entry.build.entries)) if entry else "—"
-        overflow = str(entry.build.overflow) if entry else "—"
-        changed = iso(entry.changed) if entry else "—"
+        size, overflow, changed, words = _feed_words(state.cache.entries.get(name))
         link = html.escape(f"/feeds/{name}.txt")
         rows.append(
             f"<tr><td><a href='{link}'>{html.escape(name)}</a></td><td>{size}</td>"
-            f"<td>{overflow}</td><td>{html.escape(changed or '')}</td></tr>"
+            f"<td>{overflow}</td><td>{html.escape(changed)}</td><td>{html.escape(words)}</td></tr>"
         )
     problems = "".join(f"<li>{html.escape(p)}</li>" for p in readiness_problems(state))
+    collection = "".join(f"<li>{html.escape(p)}</li>" for p in collection_problems(state))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>banfeed</title></head><body>"
         "<h1>banfeed</h1><table><tr><th>feed</th><th>entries</th><th>overflow</th>"
-        f"<th>changed</th></tr>{''.join(rows)}</table>"
-        f"<h2>readiness</h2><ul>{problems or '<li>ready</li>'}</ul>"
+        f"<th>published</th><th>state</th></tr>{''.join(rows)}</table>"
+        f"<h2>serving</h2><ul>{problems or '<li>ready</li>'}</ul>"
+        f"<h2>collection</h2><ul>{collection or '<li>ok</li>'}</ul>"
         "<p><a href='/metrics'>metrics</a> · <a href='/readyz'>readyz</a></p></body></html>"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import http
 import ipaddress
 import itertools
 import json
@@ -12,17 +13,18 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .device import (
     _BAD_CREATED_IP,
+    _BAD_TIME_NET,
     _BODY_FAULTS,
     _CALLS_KEPT,
     _ENTRY_PAGE,
@@ -31,9 +33,12 @@ from .device import (
     _HTML_500,
     _HTML_LOGIN,
     _HUGE_PAD_IP,
+    _NESTED_DEPTH,
     _NOT_JSON,
     _PATH,
     _RAW_SEND,
+    _SLOW_FAULTS,
+    _SLOW_IP,
     BUILD,
     DEFAULT_TTL,
     SimDevice,
@@ -140,7 +145,7 @@ class SimFleet:
             if vdom_rule != "any" and vdom not in device.vdoms:
                 if vdom_rule == "known" or "vdom" in request.query_params:
                     return _error(404, -3, vdom=vdom)
-            return await handler(device, request, body, vdom)
+            return await _slowly(device, request, await handler(device, request, body, vdom))
         finally:
             self.in_flight -= 1
 
@@ -171,7 +176,13 @@ async def _refused(device: SimDevice, request: Request) -> Response | None:
     if fault == "timeout":
         if not await _sleep(request, device.timeout_delay):
             return Response(status_code=499)
-    elif fault not in _BODY_FAULTS:
+    elif fault == "nested":  # well-formed JSON, nested deeper than any recursive parser goes
+        nested = b"[" * _NESTED_DEPTH + b"]" * _NESTED_DEPTH
+        return Response(nested, media_type="application/json")
+    elif fault == "slow-chunked":
+        chunks = _endless_list(int(device.clock()), device.drip_interval)
+        return StreamingResponse(chunks, media_type="application/json")
+    elif fault not in _BODY_FAULTS + _SLOW_FAULTS:
         return PlainTextResponse(f"unknown simulator fault {fault!r}", status_code=500)
     return None
 
@@ -234,12 +245,17 @@ def _json(body: object, status: int = 200, headers: Mapping[str, str] | None = N
     return Response(_dumps(body), status, headers, media_type="application/json")
 
 
-async def _reset(request: Request) -> None:
-    """Abort the TCP connection with an RST (no-op when no real socket is reachable)."""
+def _transport(request: Request) -> asyncio.Transport | None:
+    """The request's TCP connection, or None in-process (no socket)."""
     raw_send = request.scope.get(_RAW_SEND)
     # uvicorn's send is a bound method of its per-request cycle, which owns the transport.
     transport = getattr(getattr(raw_send, "__self__", None), "transport", None)
-    if not isinstance(transport, asyncio.Transport):
+    return transport if isinstance(transport, asyncio.Transport) else None
+
+
+async def _reset(request: Request) -> None:
+    """Abort the TCP connection with an RST (no-op when no real socket is reachable)."""
+    if (transport := _transport(request)) is None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
@@ -249,6 +265,65 @@ async def _reset(request: Request) -> None:
     transport.abort()
     for _ in range(3):  # let connection_lost run so uvicorn drops the reply we return
         await asyncio.sleep(0)
+
+
+# -- slow answers: drip, drip-headers, slow-chunked -------------------------------------------
+# Each sends something every drip_interval, so no read ever waits as long as a client's read
+# timeout: only a deadline on the whole request stops them.
+
+
+async def _slowly(device: SimDevice, request: Request, response: Response) -> Response:
+    """``response`` as "drip" or "drip-headers" deliver it; unchanged under any other fault."""
+    fault, interval = device.fault, device.drip_interval
+    if fault == "drip-headers" and (transport := _transport(request)) is not None:
+        return await _drip_head(request, transport, response, interval)
+    if fault in ("drip", "drip-headers"):  # drip-headers in-process: no socket to drip on
+        return StreamingResponse(
+            _bytewise(bytes(response.body), interval), response.status_code, dict(response.headers)
+        )
+    return response
+
+
+async def _bytewise(body: bytes, interval: float) -> AsyncIterator[bytes]:
+    for index in range(len(body)):
+        await asyncio.sleep(interval)
+        yield body[index : index + 1]
+
+
+async def _drip_head(
+    request: Request, transport: asyncio.Transport, response: Response, interval: float
+) -> Response:
+    """Write ``response`` to the socket ourselves, its status line and headers one byte per
+    ``interval``, then close the connection (uvicorn cannot send headers slowly)."""
+    try:
+        phrase = http.HTTPStatus(response.status_code).phrase
+    except ValueError:  # a status of the simulator's own, such as 499
+        phrase = ""
+    lines = [f"HTTP/1.1 {response.status_code} {phrase}".encode()]
+    lines += [b"%s: %s" % (k, v) for k, v in response.raw_headers if k != b"connection"]
+    head = b"\r\n".join([*lines, b"connection: close", b"", b""])
+    for index in range(len(head)):
+        if transport.is_closing() or not await _sleep(request, interval):
+            break  # the client gave up
+        transport.write(head[index : index + 1])
+    else:
+        transport.write(response.body)
+    transport.close()
+    # Until uvicorn has seen the connection go, so it drops the reply returned here instead
+    # of writing it after ours.
+    await _sleep(request, 1.0)
+    return Response(status_code=499)
+
+
+async def _endless_list(now: int, interval: float) -> AsyncIterator[bytes]:
+    """The start of a banned list that never ends: one valid entry per ``interval``."""
+    yield b'{"http_method":"GET","results":['
+    entry = {"expires": now + DEFAULT_TTL, "created": now, "ip_address": _SLOW_IP}
+    entry |= {"source": "IPS", "ipv6": 0}
+    chunk = _dumps(entry) + b","
+    while True:
+        await asyncio.sleep(interval)
+        yield chunk
 
 
 # -- GET user/banned[/select] ------------------------------------------------------------------
@@ -270,9 +345,10 @@ async def _banned(device: SimDevice, request: Request, _body: object, _vdom: str
     action = "select" if request.url.path.rstrip("/").endswith("/select") else None
     objects = [_response_object(device, v, device._poll(v), action) for v in names]
     now = int(device.clock())
-    if fault == "invalid":
+    if fault in ("invalid", "bad-time"):
+        extras = _invalid_entries if fault == "invalid" else _bad_time_entries
         for obj in objects:
-            obj["results"].extend(_invalid_entries(now))
+            obj["results"].extend(extras(now))
     payload: object = objects if (raw == "*" or "," in raw) else objects[0]
     data = _dumps(payload)
     if fault == "huge" and len(data) < device.huge_bytes:
@@ -308,6 +384,25 @@ def _invalid_entries(now: int) -> list[dict[str, object]]:
     out.append(dict(base))  # no ip_address at all
     out.append({**base, "ip_address": _BAD_CREATED_IP, "created": "yesterday"})
     return out
+
+
+def _bad_time_entries(now: int) -> list[dict[str, object]]:
+    """Entries with a valid address each but a time no FortiOS sends (a float, even a whole
+    one, is refused too: FortiOS sends integers)."""
+    year_3000, before_2000, expires = 32_503_680_000, 946_684_799, now + DEFAULT_TTL
+    times: list[tuple[object, object]] = [
+        (year_3000, expires),
+        (-1, expires),
+        (float(now), expires),
+        (before_2000, expires),
+        (now, year_3000),  # expires, not created, is wrong in these two
+        (now, before_2000),
+    ]
+    return [
+        {"expires": e, "created": c, "ip_address": f"{_BAD_TIME_NET}{201 + i}"}
+        | {"source": "IPS", "ipv6": 0}
+        for i, (c, e) in enumerate(times)
+    ]
 
 
 # -- POST user/banned/add_users, clear_users, clear_all; GET user/banned/check ----------------

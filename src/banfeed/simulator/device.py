@@ -28,8 +28,18 @@ Fault modes (``SimDevice.fault``), checked after ``latency`` and before anything
 - every endpoint: ``401`` (HTML, even with a good token), ``403``/``404``/``424``/``429``
   (JSON error; 429 with ``Retry-After: 60``), ``500`` (HTML), ``html`` (a 200 login page),
   ``timeout`` (hang ``timeout_delay`` seconds, then answer), ``reset`` (TCP RST).
+- every endpoint, slowly (one step every ``drip_interval`` seconds, 1 by default: never quiet
+  for as long as a sensible read timeout, so only a deadline on the whole request ends them):
+  ``drip`` (the normal 200 answer, its body one byte a step; a write is applied first),
+  ``drip-headers`` (the status line and headers one byte a step, written to the socket
+  directly, then the body; in-process, with no socket, it drips the body instead),
+  ``slow-chunked`` (a 200 chunked body that never ends: the start of a banned list, then one
+  small entry a step; nothing is written).
+- every endpoint: ``nested`` (a 200 JSON body of 100,000 nested ``[``; nothing is written).
 - the banned list only: ``truncated`` (half the JSON), ``invalid`` (garbage entries added),
-  ``shape`` (``results`` is not a list), ``huge`` (padded to ``huge_bytes``). Other endpoints
+  ``shape`` (``results`` is not a list), ``huge`` (padded to ``huge_bytes``), ``bad-time``
+  (entries whose ``created`` is in year 3000, negative, a float or before 2000, or whose
+  ``expires`` is in year 3000 or before 2000, added beside the valid ones). Other endpoints
   answer normally under these.
 
 Every request is counted in ``SimDevice.requests`` and recorded in ``SimDevice.calls``.
@@ -65,6 +75,7 @@ __all__ = ["DEFAULT_TTL", "FAULTS", "FEED_LIMIT", "SOURCES", "SimDevice", "SimEn
 FAULTS = (
     "none", "500", "timeout", "html", "truncated", "invalid", "shape", "huge",
     "401", "403", "404", "424", "429", "reset",
+    "drip", "drip-headers", "slow-chunked", "nested", "bad-time",
 )  # fmt: skip
 SOURCES = ("IPS", "DoS", "AV", "APP", "DLP")
 DEFAULT_TTL = 300  # FortiOS default quarantine-expiry is 5 minutes
@@ -81,7 +92,13 @@ _HTML_LOGIN = "<html><body>Please login</body></html>"
 # wrongly accepts created="yesterday" can never push a real host into a feed.
 _BAD_CREATED_IP = "203.0.113.77"
 _HUGE_PAD_IP = "192.0.2.1"
-_BODY_FAULTS = ("none", "truncated", "invalid", "shape", "huge")  # banned list only
+# TEST-NET-2, for the same reason: the addresses of the bad-time and slow-chunked entries.
+_BAD_TIME_NET = "198.51.100."
+_SLOW_IP = "198.51.100.250"
+# Nesting this deep exceeds any recursion limit, and is still only 200 kB of body.
+_NESTED_DEPTH = 100_000
+_BODY_FAULTS = ("none", "truncated", "invalid", "shape", "huge", "bad-time")  # banned list only
+_SLOW_FAULTS = ("drip", "drip-headers", "slow-chunked")  # every endpoint
 _NOT_JSON: Final = object()  # request body absent or not JSON
 _LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 _FETCH_TIMEOUT = 5.0
@@ -251,6 +268,7 @@ class SimDevice:
     latency: float = 0.0
     churn: int = 0
     timeout_delay: float = 30.0
+    drip_interval: float = 1.0  # seconds between two bytes (drip*) or chunks (slow-chunked)
     huge_bytes: int = 2_000_000
     version: str = "v7.2.5"
     requests: int = 0  # API requests received (counted on arrival, any outcome)

@@ -1,8 +1,12 @@
-"""The durable store: SQLAlchemy Core tables, engines for SQLite and PostgreSQL, queries.
+"""The durable store: the one storage surface of banfeed.
 
-Nothing here knows HTTP or policy; nothing outside ``engine`` knows which database it is.
+``Store`` opens SQLite or PostgreSQL; ``store.read()`` and ``store.write()`` yield a ``Tx``
+whose typed methods take and return records of ``banfeed.models``. Nothing outside this package
+imports SQLAlchemy (tests/test_architecture.py enforces it); nothing outside ``engine`` knows
+which database it is.
 """
 
 from .engine import Store, open_store
+from .tx import Tx
 
-__all__ = ["Store", "open_store"]
+__all__ = ["Store", "Tx", "open_store"]

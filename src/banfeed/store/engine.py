@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from ..errors import ConflictError, SchemaError, StoreError
+from ._common import bulk_insert
+from .tx import Tx
+
+__all__ = ["Store", "bulk_insert", "open_store"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -87,8 +87,20 @@ class Store:
         return engine
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A connection in a read transaction (a consistent snapshot on both databases)."""
+    def read(self) -> Iterator[Tx]:
+        """A read transaction (a consistent snapshot on both databases)."""
+        with self.raw_read() as connection:
+            yield Tx(connection)
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        """One write transaction: everything inside commits together or not at all."""
+        with self.raw_write() as connection:
+            yield Tx(connection)
+
+    @contextmanager
+    def raw_read(self) -> Iterator[Connection]:
+        """A connection in a read transaction: for modules of ``store/`` only."""
         try:
             with self.engine.connect() as connection, connection.begin():
                 yield connection
@@ -96,8 +108,8 @@ class Store:
             raise self._error(exc) from exc
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One write transaction: everything inside commits together or not at all."""
+    def raw_write(self) -> Iterator[Connection]:
+        """A connection in a write transaction: for modules of ``store/`` only."""
         try:
             with self.engine.connect() as connection:
                 connection.info["banfeed_write"] = True
@@ -132,17 +144,25 @@ class Store:
 
     # -- schema -------------------------------------------------------------------------------
 
-    def _alembic(self, connection: Connection) -> AlembicConfig:
+    # Alembic is imported where it is used: no command but the schema checks needs it, and it
+    # costs a sixth of a second at start-up.
+    def _alembic(self, connection: Connection) -> Any:
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(resources.files("banfeed.store") / "migrations"))
         cfg.attributes["connection"] = connection
         return cfg
 
     def head_revision(self) -> str | None:
+        from alembic.script import ScriptDirectory
+
         with self.engine.connect() as connection:
             return ScriptDirectory.from_config(self._alembic(connection)).get_current_head()
 
     def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
         try:
             with self.engine.connect() as connection:
                 return MigrationContext.configure(connection).get_current_revision()
@@ -151,6 +171,8 @@ class Store:
 
     def upgrade(self) -> tuple[str | None, str | None]:
         """Apply every pending migration; returns (revision before, revision after)."""
+        from alembic import command
+
         before = self.current_revision()
         try:
             with self.engine.begin() as connection:
@@ -190,28 +212,6 @@ def open_store(url: str, *, create: bool = False) -> Store:
         store.close()
         raise
     return store
-
-
-def bulk_insert(
-    conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
-) -> None:
-    """Insert many rows of plain values in one driver ``executemany``.
-
-    SQLAlchemy's executemany builds a parameter dict per row through the compiler, which costs
-    more than the database's own work on a large first ingest. The statement is still compiled
-    by SQLAlchemy for the connection's dialect, so this stays portable.
-    """
-    if not rows:
-        return
-    compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(columns))
-    params: list[Any]
-    if compiled.positional:
-        order = [list(columns).index(name) for name in compiled.positiontup or ()]
-        same = order == list(range(len(columns)))
-        params = rows if same else [tuple(row[i] for i in order) for row in rows]
-    else:
-        params = [dict(zip(columns, row, strict=True)) for row in rows]
-    conn.exec_driver_sql(str(compiled), params)
 
 
 def _pg_retryable(exc: SQLAlchemyError) -> bool:

@@ -50,14 +50,14 @@ class Leases:
 
     def heartbeat(self) -> None:
         now = int(self.clock())
-        with self.store.write() as conn:
+        with self.store.raw_write() as conn:
             key = replicas.c.id == self.id
             if conn.execute(update(replicas).where(key).values(heartbeat=now)).rowcount == 0:
                 conn.execute(insert(replicas).values(id=self.id, started=now, heartbeat=now))
 
     def leave(self) -> None:
         """Give every lease back at once (clean shutdown): no one waits for STALE."""
-        with self.store.write() as conn:
+        with self.store.raw_write() as conn:
             conn.execute(update(leases).where(leases.c.owner == self.id).values(owner=None))
             conn.execute(delete(replicas).where(replicas.c.id == self.id))
         self.owned = set()
@@ -69,7 +69,7 @@ class Leases:
         self.heartbeat()
         self._ensure_rows(wanted, now)
         try:
-            with self.store.write() as conn:
+            with self.store.raw_write() as conn:
                 self.owned = self._assign(conn, wanted, now)
         except ConflictError as exc:  # lost a race: keep what we had, try again next cycle
             log.info("lease assignment conflicted (%s); keeping %d leases", exc, len(self.owned))
@@ -108,7 +108,7 @@ class Leases:
         return conn.execute(query).rowcount == 1
 
     def _ensure_rows(self, wanted: list[Key], now: int) -> None:
-        with self.store.read() as conn:
+        with self.store.raw_read() as conn:
             existing = {
                 (r.device, r.vdom) for r in conn.execute(select(leases.c.device, leases.c.vdom))
             }
@@ -116,7 +116,7 @@ class Leases:
             if (device, vdom) in existing:
                 continue
             try:
-                with self.store.write() as conn:
+                with self.store.raw_write() as conn:
                     conn.execute(
                         insert(leases).values(device=device, vdom=vdom, owner=None, since=now)
                     )
@@ -125,5 +125,5 @@ class Leases:
 
 
 def owners(store: Store) -> dict[Key, str | None]:
-    with store.read() as conn:
+    with store.raw_read() as conn:
         return {(r.device, r.vdom): r.owner for r in conn.execute(select(leases))}

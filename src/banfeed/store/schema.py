@@ -109,6 +109,7 @@ device_status = Table(
     Column("duration_ms", Integer, nullable=False, default=0),
     Column("consecutive_failures", Integer, nullable=False, default=0),
     Column("backoff_until", BigInteger, nullable=True),
+    Column("backoff_token", String(32), nullable=True),
     Column("fingerprint", String(64), nullable=True),
 )
 
@@ -116,14 +117,32 @@ feed_state = Table(
     "feed_state",
     metadata,
     Column("feed", String(64), primary_key=True),
-    Column("etag", String(80), nullable=False),
-    Column("entries", Integer, nullable=False),
-    Column("matched", Integer, nullable=False),
-    Column("overflow", Integer, nullable=False),
-    Column("changed", BigInteger, nullable=False),  # when these bytes were first built
     Column("held_since", BigInteger, nullable=True),  # mass-drop guard: serving the last good
     Column("hold_reason", Text, nullable=True),
     Column("approved", BigInteger, nullable=True),  # an operator released the hold then
+    Column("approved_by", String(128), nullable=True),
+    Column("pinned", Integer, nullable=True),  # version number served until released
+    Column("pinned_by", String(128), nullable=True),
+)
+
+feed_versions = Table(
+    "feed_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("feed", String(64), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("created", BigInteger, nullable=False),  # first published: the Last-Modified
+    Column("etag", String(80), nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("added", Integer, nullable=False),
+    Column("removed", Integer, nullable=False),
+    Column("matched", Integer, nullable=False),
+    Column("overflow", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("approver", String(128), nullable=True),
+    Column("store_version", BigInteger, nullable=False),
+    Column("body", LargeBinary, nullable=True),  # gzip of the plain feed; NULL once pruned
+    UniqueConstraint("feed", "number"),
 )
 
 feed_consumers = Table(

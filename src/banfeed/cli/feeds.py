@@ -1,0 +1,330 @@
+"""Commands of the feeds: feeds, approve, history, diff, rollback, release, export, verify,
+fortigate-config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from .. import compose, control, push, reports
+from ..publish import Outcome, served
+from ..publish.render import FORMATS, OFFENDER_RENDERERS, write_atomically
+from ..setupkit import fortigate_config
+from ..timeutil import iso
+from .base import (
+    EXIT_FAILED,
+    Context,
+    bad,
+    err,
+    fail,
+    handle_errors,
+    main,
+    ok,
+    operator,
+    out,
+    pass_ctx,
+)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table")
+@click.pass_context
+def feeds(click_ctx: click.Context, fmt: str) -> None:
+    """List feeds as served: version, size, limit, overflow, ETag, hold or pin, consumers."""
+    if click_ctx.invoked_subcommand is None:
+        click_ctx.invoke(feeds_list, fmt=fmt)
+
+
+@pass_ctx
+@handle_errors
+def feeds_list(ctx: Context, fmt: str) -> None:
+    with ctx.runtime() as rt:
+        rows = [o.record() for o in reports.feed_overviews(rt)]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1))
+        return
+    table = Table("feed", "version", "entries", "limit", "overflow", "ETag", "changed", "state")
+    for r in rows:
+        if r["pinned"] is not None:
+            state = f"PINNED to {r['pinned']} by {r['pinned_by']}"
+        elif r["held_since"]:
+            state = f"HELD since {r['held_since']}"
+        else:
+            state = "ok"
+        table.add_row(
+            r["feed"],
+            str(r["version"] or "-"),
+            str(r["entries"]),
+            str(r["max_entries"]),
+            str(r["overflow"]),
+            r["etag"] or "-",
+            r["changed"] or "not published yet",
+            state,
+        )
+    out.print(table)
+    for r in rows:
+        if r["hold_reason"]:
+            out.print(f"HELD {r['feed']}: {r['hold_reason']}")
+    fetches = Table("feed", "consumer", "user agent", "last fetch", "status", "has current")
+    for r in rows:
+        for c in r["consumers"]:
+            fetches.add_row(
+                r["feed"],
+                c["address"],
+                c["user_agent"],
+                c["last_fetch"],
+                str(c["status"]),
+                "yes" if c["current"] else "no",
+            )
+    if fetches.row_count:
+        out.print(fetches)
+    else:
+        out.print("no consumer has fetched a feed yet")
+
+
+@feeds.command("approve")
+@click.argument("name")
+@pass_ctx
+@handle_errors
+def feeds_approve(ctx: Context, name: str) -> None:
+    """Release a feed held by the mass-drop guard: publish its current content."""
+    ctx.config.feed(name)
+    with ctx.runtime() as rt:
+        held = control.approve_feed(rt.store, name, actor=operator(), now=rt.now())
+    if held:
+        out.print(f"feed {name}: hold released; servers publish its current content within seconds")
+    else:
+        out.print(f"feed {name} was not held; nothing to approve")
+
+
+@feeds.command("history")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table")
+@pass_ctx
+@handle_errors
+def feeds_history(ctx: Context, name: str, limit: int, fmt: str) -> None:
+    """Published versions of feed NAME, newest first."""
+    with ctx.runtime() as rt:
+        state, versions = reports.feed_history(rt, name, limit)
+    rows: list[dict[str, Any]] = [
+        {
+            "version": v.number,
+            "published": iso(v.created),
+            "entries": v.entries,
+            "added": v.added,
+            "removed": v.removed,
+            "overflow": v.overflow,
+            "etag": v.etag,
+            "reason": v.reason,
+            "approver": v.approver,
+            "served": v.number
+            == (state.pinned if state.pinned is not None else versions[0].number),
+        }
+        for v in versions
+    ]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=1))
+        return
+    table = Table("version", "published", "entries", "+", "−", "reason", "served")
+    for r in rows:
+        table.add_row(
+            str(r["version"]),
+            r["published"] or "",
+            str(r["entries"]),
+            str(r["added"]),
+            str(r["removed"]),
+            r["reason"],
+            "pinned"
+            if r["served"] and state.pinned is not None
+            else ("yes" if r["served"] else ""),
+        )
+    out.print(table)
+    if state.held_since is not None:
+        out.print(f"HELD since {iso(state.held_since)}: {state.hold_reason}")
+
+
+@feeds.command("diff")
+@click.argument("name")
+@click.argument("old", type=int, required=False)
+@click.argument("new", type=int, required=False)
+@pass_ctx
+@handle_errors
+def feeds_diff(ctx: Context, name: str, old: int | None, new: int | None) -> None:
+    """Lines added (+) and removed (-) between two versions (default: served and previous)."""
+    with ctx.runtime() as rt:
+        diff = reports.feed_diff(rt, name, old, new)
+    out.print(f"feed {name}: version {diff.old} → {diff.new}")
+    for line in diff.removed:
+        click.echo(f"-{line}")
+    for line in diff.added:
+        click.echo(f"+{line}")
+    out.print(f"{len(diff.added)} added, {len(diff.removed)} removed")
+
+
+@feeds.command("rollback")
+@click.argument("name")
+@click.argument("version", type=int)
+@pass_ctx
+@handle_errors
+def feeds_rollback(ctx: Context, name: str, version: int) -> None:
+    """Serve VERSION of feed NAME (pinned) until `banfeed feeds release NAME`."""
+    ctx.config.feed(name)
+    with ctx.runtime() as rt:
+        pinned = control.pin_feed(rt.store, name, version, actor=operator(), now=rt.now())
+    out.print(
+        f"feed {name}: pinned to version {pinned.number} ({pinned.entries} entries, published "
+        f"{iso(pinned.created)}); `banfeed feeds release {name}` to publish again"
+    )
+
+
+@feeds.command("release")
+@click.argument("name")
+@pass_ctx
+@handle_errors
+def feeds_release(ctx: Context, name: str) -> None:
+    """Stop serving a pinned version of feed NAME: publish its current build again."""
+    ctx.config.feed(name)
+    with ctx.runtime() as rt:
+        released = control.release_feed(rt.store, name, actor=operator(), now=rt.now())
+    out.print(f"feed {name}: " + ("pin released" if released else "was not pinned"))
+
+
+@main.command()
+@click.option("--feed", "feed_name", default=None, help="Feed name (default: the first feed).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write atomically (default: standard output).",
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="txt", show_default=True)
+@pass_ctx
+@handle_errors
+def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -> None:
+    """Write a feed as published: one address a line, numeric order, IPv4 first (or CSV/JSON).
+
+    Publishes first (the same build and guards as the server): a feed the mass-drop guard
+    holds is written as its last good version, and the command exits 1."""
+    config = ctx.config
+    feed = config.feed(feed_name) if feed_name else config.feeds[0]
+    with ctx.runtime() as rt:
+        publisher = rt.publisher()
+        results = {r.feed: r for r in publisher.publish()}
+        with rt.store.read() as tx:
+            shown = served(tx, feed.name)
+            if shown is None:
+                fail(f"feed {feed.name}: nothing published (see `banfeed feeds`)", EXIT_FAILED)
+            if fmt == "txt":
+                data = shown.body()
+            else:
+                offenders = publisher.covered_offenders(tx, shown)
+                allow = reports.effective_allowlist(rt, tx)
+                data = OFFENDER_RENDERERS[fmt][0](offenders, rt.now(), allow)
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        write_atomically(output, data)
+        err.print(
+            f"feed {feed.name}: version {shown.version.number}, {shown.version.entries} entries "
+            f"written to {output}"
+        )
+    version = shown.version
+    if version.overflow:
+        err.print(
+            f"feed {feed.name}: {version.overflow} of {version.matched} offenders left out "
+            f"(max_entries = {feed.max_entries}; the most recent and most repeated are kept)"
+        )
+    result = results.get(feed.name)
+    if shown.pinned:
+        err.print(f"feed {feed.name}: pinned to version {version.number} (`feeds release`)")
+    if result is not None and result.outcome is Outcome.HELD and result.decision is not None:
+        fail(
+            f"feed {feed.name} HELD, last good version {version.number} written: "
+            f"{result.decision.reason}",
+            EXIT_FAILED,
+        )
+
+
+@main.command()
+@click.option("--feed", "feed_name", default=None, help="Feed name (default: the first feed).")
+@click.option(
+    "--resource", default=None, help='Its name on the FortiGates (default: "banfeed-<feed>").'
+)
+@pass_ctx
+@handle_errors
+def verify(ctx: Context, feed_name: str | None, resource: str | None) -> None:
+    """Ask each FortiGate what it loaded from a feed, and compare with what is served."""
+    config = ctx.config
+    feed = config.feed(feed_name) if feed_name else config.feeds[0]
+    name = resource or f"banfeed-{feed.name}"[:35]
+    with ctx.runtime() as rt, rt.store.read() as tx:
+        shown = served(tx, feed.name)
+    count = shown.version.entries if shown else 0
+    results = asyncio.run(push.verify(compose.targets(config), name))
+    table = Table("device", "valid", "invalid", "overflow", "last HTTP", "content time", "verdict")
+    failed = False
+    for device, status in results:
+        if isinstance(status, Exception):
+            failed = True
+            table.add_row(device, "-", "-", "-", "-", "-", bad(status.kind, status.detail))
+            continue
+        if status.overflow:
+            verdict = bad("overflow", "the device dropped entries over its limit")
+        elif status.invalid:
+            verdict = bad("invalid", f"{status.invalid} lines refused")
+        elif status.valid != count:
+            verdict = bad("differs", f"{status.valid} loaded, {count} served now")
+        else:
+            verdict = ok("in sync")
+        failed = failed or status.overflow or bool(status.invalid) or status.valid != count
+        table.add_row(
+            device,
+            str(status.valid),
+            str(status.invalid),
+            "yes" if status.overflow else "no",
+            str(status.http_status or "-"),
+            iso(status.content_time) or "-",
+            verdict,
+        )
+    out.print(f"feed {feed.name} (resource {name}): {count} entries served now")
+    out.print(table)
+    if failed:
+        raise SystemExit(EXIT_FAILED)
+
+
+@main.command("fortigate-config")
+@click.option("--feed", "feed_name", default=None, help="Feed name (default: the first feed).")
+@click.option("--url", default=None, help="Base URL of banfeed as the FortiGate reaches it.")
+@click.option("--username", default=None, help="Basic auth user (default: the feed's).")
+@click.option(
+    "--refresh",
+    type=click.IntRange(1, 43200),
+    default=5,
+    show_default=True,
+    help="Refresh rate in minutes (FortiOS: 1 to 43200).",
+)
+@pass_ctx
+@handle_errors
+def fortigate_config_cmd(
+    ctx: Context, feed_name: str | None, url: str | None, username: str | None, refresh: int
+) -> None:
+    """Print the FortiOS CLI for an external threat feed and a deny policy using it."""
+    config = ctx.config
+    feed = config.feed(feed_name) if feed_name else config.feeds[0]
+    scheme = "https" if config.server.cert_file else "http"
+    base = url or config.server.public_url or f"{scheme}://{config.server.listen}"
+    if not (url or config.server.public_url):
+        err.print(
+            f"(using server.listen {config.server.listen}; pass --url with the address the "
+            "FortiGates reach, or set server.public_url)"
+        )
+    click.echo(fortigate_config(feed.name, base, username or feed.auth.username, refresh))

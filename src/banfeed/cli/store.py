@@ -1,0 +1,101 @@
+"""Commands of the store: init, db upgrade, db copy, db backup."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import Progress
+
+from ..publish.render import write_atomically
+from ..store import Store
+from ..store.copy import backup_sqlite, copy_store
+from .base import Context, err, handle_errors, main, out, pass_ctx
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@pass_ctx
+@handle_errors
+def init(ctx: Context, force: bool) -> None:
+    """Write a commented banfeed.toml and create the store."""
+    if ctx.path.exists() and not force:
+        err.print(f"{ctx.path} exists; keeping it (use --force to overwrite)")
+    else:
+        template = resources.files("banfeed").joinpath("data/banfeed.toml").read_text("utf-8")
+        write_atomically(ctx.path, template.encode("utf-8"))
+        out.print(f"wrote {ctx.path}")
+    with ctx.runtime(create_store=True) as rt:
+        out.print(f"store ready: {rt.store.display_url} (schema {rt.store.current_revision()})")
+
+
+@main.group()
+def db() -> None:
+    """Store maintenance."""
+
+
+@db.command("upgrade")
+@pass_ctx
+@handle_errors
+def db_upgrade(ctx: Context) -> None:
+    """Apply pending schema migrations to the store (SQLite or PostgreSQL)."""
+    store = Store(ctx.config.store_url(), create=True)
+    try:
+        before, after = store.upgrade()
+    finally:
+        store.close()
+    if before == after:
+        out.print(f"store {store.display_url} is up to date (schema {after})")
+    else:
+        out.print(f"store {store.display_url} upgraded: {before or 'empty'} → {after}")
+
+
+@db.command("copy")
+@click.option("--from", "source", default=None, help="Store URL to copy (default: the config's).")
+@click.option("--to", "target", required=True, help="Store URL of a new, empty store.")
+@pass_ctx
+@handle_errors
+def db_copy(ctx: Context, source: str | None, target: str) -> None:
+    """Copy a whole store (SQLite ⇄ PostgreSQL), with a count check at the end."""
+    src = Store(source or ctx.config.store_url())
+    dst = Store(_relative_sqlite(target), create=True)
+    try:
+        with Progress(console=err, transient=True) as progress:
+            tasks: dict[str, Any] = {}
+
+            def show(table: str, done: int, total: int) -> None:
+                if table not in tasks:
+                    tasks[table] = progress.add_task(table, total=max(total, 1))
+                progress.update(tasks[table], completed=done)
+
+            counts = copy_store(src, dst, show)
+    finally:
+        src.close()
+        dst.close()
+    out.print(f"copied {src.display_url} → {dst.display_url}; rows checked on both sides:")
+    for table, count in counts.items():
+        out.print(f"  {table}: {count}")
+
+
+@db.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+@handle_errors
+def db_backup(ctx: Context, path: Path) -> None:
+    """Write a consistent copy of the SQLite store to PATH, even while `run` writes to it."""
+    store = Store(ctx.config.store_url())
+    try:
+        size = backup_sqlite(store, path)
+    finally:
+        store.close()
+    out.print(f"backed up {store.display_url} to {path} ({size:,} bytes)")
+
+
+def _relative_sqlite(url: str) -> str:
+    """``sqlite:///x.db`` given on the command line is relative to the current folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(Path(url[len(prefix) :]).resolve())
+    return url

@@ -1,0 +1,200 @@
+"""The composition root: turns a Config into components, once. Only here, in ``checks``,
+``cycles``, ``daemon`` and ``cli`` is the whole Config read; everything below receives plain
+values (a ``DeviceTarget``, a ``Retention``, a ``FeedSpec``…). Secrets and relative paths are
+resolved here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .collector import Collector
+from .config import Config, FeedConfig, read_secret
+from .errors import ConfigError
+from .fortios import DeviceTarget
+from .models import AuthKind, Family
+from .policy import Allowlist, Escalation, PrefixGuard, Retention, build_allowlist
+from .publish import FeedPolicy, FeedSpec, History, Publisher
+from .server import FeedAccess
+from .store import Store, open_store
+from .timeutil import Clock, system_clock
+
+
+def retention(config: Config) -> Retention:
+    r = config.retention
+    return Retention(base_ttl=r.base_ttl, factor=r.factor, max_ttl=r.max_ttl)
+
+
+def allowlist(config: Config) -> Allowlist:
+    """The configured allowlist and protected ranges (the store's entries are added per use)."""
+    return build_allowlist(config.allowlist.networks, config.safety.protect)
+
+
+def feed_policy(config: Config) -> FeedPolicy:
+    esc = config.escalation
+    return FeedPolicy(
+        allowlist=allowlist(config),
+        guard=guard(config),
+        escalation=Escalation(esc.min_offenders, esc.prefix_v4, esc.prefix_v6)
+        if esc.enabled
+        else None,
+        max_drop=config.safety.max_drop,
+    )
+
+
+def guard(config: Config) -> PrefixGuard:
+    return PrefixGuard(config.safety.max_prefix_v4, config.safety.max_prefix_v6)
+
+
+def feed_spec(feed: FeedConfig) -> FeedSpec:
+    return FeedSpec(
+        name=feed.name,
+        family=Family(feed.family),
+        causes=frozenset(c.lower() for c in feed.causes),
+        devices=frozenset(feed.devices),
+        vdoms=frozenset(feed.vdoms),
+        min_offenses=feed.min_offenses,
+        seen_within=feed.seen_within,
+        max_entries=feed.max_entries,
+        aggregate=feed.aggregate,
+    )
+
+
+def targets(config: Config) -> list[DeviceTarget]:
+    """One target per configured FortiGate. A token that cannot be read fails that device alone
+    (its polls report the reason), so one missing secret never stops the fleet."""
+    built = []
+    for fg in config.fortigates:
+        token, problem = None, None
+        try:
+            token = fg.resolve_token(config.base_dir)
+        except ConfigError as exc:
+            problem = str(exc)
+        ca_file = fg.ca_file
+        if ca_file is not None and not ca_file.is_absolute():
+            ca_file = config.base_dir / ca_file
+        built.append(
+            DeviceTarget(
+                name=fg.name,
+                url=fg.url,
+                token=token,
+                vdoms=tuple(fg.vdoms),
+                verify_tls=fg.verify_tls,
+                ca_file=ca_file,
+                timeout=float(fg.timeout),
+                max_response=fg.max_response,
+                token_problem=problem,
+            )
+        )
+    return built
+
+
+def push_targets(config: Config) -> list[DeviceTarget]:
+    """Devices that receive pushed quarantines (per device ``push_quarantine``, else [push])."""
+    wanted = {
+        fg.name
+        for fg in config.fortigates
+        if (fg.push_quarantine if fg.push_quarantine is not None else config.push.quarantine)
+    }
+    return [t for t in targets(config) if t.name in wanted]
+
+
+def feed_push_targets(config: Config) -> list[tuple[DeviceTarget, str]]:
+    """(device, name of its push-type threat feed) for devices with ``push_feed``."""
+    resources = {fg.name: fg.push_feed for fg in config.fortigates if fg.push_feed}
+    return [(t, resources[t.name]) for t in targets(config) if t.name in resources]
+
+
+def make_collector(config: Config, store: Store, clock: Clock) -> Collector:
+    return Collector(
+        store,
+        targets(config),
+        retention(config),
+        allowlist(config),
+        clock=clock,
+        concurrency=config.collect.concurrency,
+    )
+
+
+def history(config: Config) -> History:
+    return History(versions=config.history.versions, bodies=config.history.bodies)
+
+
+def publisher(config: Config, store: Store, clock: Clock) -> Publisher:
+    return Publisher(
+        store, [feed_spec(f) for f in config.feeds], feed_policy(config), clock, history(config)
+    )
+
+
+def feed_access(config: Config) -> dict[str, FeedAccess]:
+    """Per-feed credentials, resolved now: a feed whose secret is missing is a config error."""
+    access = {}
+    for feed in config.feeds:
+        auth = feed.auth
+        where = f"feeds[{feed.name}].auth"
+        secret = None
+        if auth.type == "basic":
+            secret = read_secret(
+                f"{where}.password",
+                auth.password,
+                auth.password_env,
+                auth.password_file,
+                config.base_dir,
+                what="password consumers send",
+            )
+        elif auth.type == "bearer":
+            secret = read_secret(
+                f"{where}.token",
+                auth.token,
+                auth.token_env,
+                auth.token_file,
+                config.base_dir,
+                what="token consumers send",
+            )
+        access[feed.name] = FeedAccess(
+            kind=AuthKind(auth.type),
+            username=auth.username,
+            secret=secret,
+            allow_from=tuple(feed.allow_from),
+        )
+    return access
+
+
+def config_path_of(config: Config, path: Path | None) -> str | None:
+    """A path from the config, relative to the config file's folder."""
+    if path is None:
+        return None
+    return str(path if path.is_absolute() else config.base_dir / path)
+
+
+@dataclass
+class Runtime:
+    """What every command needs, built once from the Config."""
+
+    config: Config
+    store: Store
+    clock: Clock
+
+    def collector(self) -> Collector:
+        return make_collector(self.config, self.store, self.clock)
+
+    def publisher(self) -> Publisher:
+        return publisher(self.config, self.store, self.clock)
+
+    def now(self) -> int:
+        return int(self.clock())
+
+
+@contextmanager
+def runtime(
+    config: Config, *, create_store: bool = False, clock: Clock = system_clock
+) -> Iterator[Runtime]:
+    """Open the store for one command; closed however the command ends."""
+    store = open_store(config.store_url(), create=create_store)
+    try:
+        yield Runtime(config, store, clock)
+    finally:
+        store.close()

@@ -1,0 +1,272 @@
+"""`banfeed run` (collect and serve) and `banfeed serve` (serve only): one supervised event loop.
+
+Every background loop is supervised: a ``BanfeedError`` (the store down, a device failing) is
+logged at ERROR, naming what failed, and the loop goes on; anything unexpected is logged with its
+traceback and stops the daemon with a non-zero exit, so a service manager restarts it. No task
+dies unobserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import uvicorn
+
+from .collector import Collector, CycleReport
+from .compose import config_path_of, feed_access, make_collector, publisher
+from .config import Config, split_listen
+from .cycles import push_after_cycle
+from .errors import BanfeedError, ConfigError
+from .push import Backoff, FeedSync
+from .server import FeedCache, ServerState, create_app
+from .store import open_store
+from .store.leases import Leases
+from .store.lock import WriterLock, acquire_writer_lock
+from .timeutil import Clock, system_clock
+
+log = logging.getLogger("banfeed")
+
+REFRESH_SECONDS = 1.0  # how often feeds check the store version: changes are served within it
+FLUSH_SECONDS = 5.0  # how often consumer fetch records are written to the store
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its own signal handling: the daemon decides how to stop (and never
+    re-raises the signal after shutdown, which would kill the process mid-cleanup)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Daemon:
+    """``banfeed run`` (collect + serve) and ``banfeed serve`` (serve only), in one event loop."""
+
+    def __init__(self, config: Config, *, collect: bool = True, clock: Clock = system_clock):
+        self.config = config
+        self.collect = collect
+        self.clock = clock
+        self.access = feed_access(config)  # before anything starts: fail fast on secrets
+        for key in ("cert_file", "key_file"):
+            path = config_path_of(config, getattr(config.server, key))
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"server.{key}: {path} is not a readable file")
+        self.store = open_store(config.store_url())
+        self._lock: WriterLock | None = None
+        if collect and self.store.path is not None:
+            try:  # one collecting daemon per SQLite store; PostgreSQL replicas use leases
+                self._lock = acquire_writer_lock(self.store.path)
+            except BanfeedError:
+                self.store.close()
+                raise
+        self.publisher = publisher(config, self.store, clock)
+        self.cache = FeedCache(self.store, self.publisher, clock)
+        self.state = ServerState(
+            cache=self.cache,
+            access=self.access,
+            clock=clock,
+            interval=config.collect.interval,
+            collecting=collect,
+        )
+        self._stop = asyncio.Event()
+        self._server: _Server | None = None
+        self.url: str | None = None
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        shared = config.collect.shared
+        if shared is None:
+            shared = self.store.dialect == "postgresql"
+        self.leases = Leases(self.store, clock) if collect and shared else None
+        self._push_backoff = Backoff()
+        self._feed_sync = FeedSync()
+        self.cycles = 0
+        self.crashed: BaseException | None = None  # what stopped a loop unexpectedly
+
+    def bind(self) -> socket.socket:
+        """Open the listening socket now (so the URL is known before serving)."""
+        if self._sock is None:
+            server_cfg = self.config.server
+            self._sock = _bind(*split_listen(server_cfg.listen))
+            host, port = self._sock.getsockname()[:2]
+            scheme = "https" if server_cfg.cert_file else "http"
+            self.url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+        return self._sock
+
+    def stop_threadsafe(self) -> None:
+        """Ask a daemon running in another thread to stop (tests, embedding)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.request_stop)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def run(self, *, sock: socket.socket | None = None, signals: bool = True) -> None:
+        """Serve (and collect) until asked to stop, or until a loop fails unexpectedly
+        (then ``crashed`` holds the error, already logged with its traceback)."""
+        loop = self._loop = asyncio.get_running_loop()
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        server_cfg = self.config.server
+        sock = sock or self._sock or self.bind()
+        uv_config = uvicorn.Config(
+            create_app(self.state),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=5,
+            ssl_certfile=config_path_of(self.config, server_cfg.cert_file),
+            ssl_keyfile=config_path_of(self.config, server_cfg.key_file),
+        )
+        self._server = _Server(uv_config)
+        await asyncio.to_thread(self.cache.refresh)
+        tasks = [
+            self._supervise("feed refresh", self._every(REFRESH_SECONDS, self._refresh_step)),
+            self._supervise("fetch records", self._every(FLUSH_SECONDS, self._flush_step)),
+        ]
+        if self.collect:
+            tasks.append(self._supervise("collection", self._collect_loop()))
+        try:
+            await self._server.serve(sockets=[sock])
+        finally:
+            self._stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(self._flush)
+            if self.leases is not None:
+                with contextlib.suppress(BanfeedError):
+                    await asyncio.to_thread(self.leases.leave)
+            self.store.close()
+            if self._lock is not None:
+                self._lock.release()
+            if signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            log.info("stopped")
+
+    # -- supervision --------------------------------------------------------------------------
+
+    def _supervise(self, what: str, job: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(job)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if finished.cancelled():
+                return
+            error = finished.exception()
+            if error is not None:
+                log.critical("%s stopped unexpectedly; stopping banfeed", what, exc_info=error)
+                self.crashed = error
+                self.request_stop()
+
+        task.add_done_callback(done)
+        return task
+
+    async def _every(self, seconds: float, step: Callable[[], Awaitable[None]]) -> None:
+        while not self._stop.is_set():
+            await self._sleep(seconds)
+            if not self._stop.is_set():
+                await step()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    # -- the loops ----------------------------------------------------------------------------
+
+    async def _collect_loop(self) -> None:
+        collector = make_collector(self.config, self.store, self.clock)
+        interval, jitter = self.config.collect.interval, self.config.collect.jitter
+        while not self._stop.is_set():
+            try:
+                await self._cycle(collector)
+            except BanfeedError as exc:  # the store is down: say so, try again next interval
+                log.error("cycle failed: %s", exc)
+            await self._sleep(interval * random.uniform(1 - jitter, 1 + jitter))
+
+    async def _cycle(self, collector: Collector) -> None:
+        only = None
+        if self.leases is not None:
+            only = await asyncio.to_thread(self.leases.assign, collector.keys())
+        report = await collector.cycle(only)
+        self.cycles += 1
+        await asyncio.to_thread(self.cache.refresh)
+        level = logging.WARNING if report.failed else logging.INFO
+        log.log(level, "%s", cycle_line(report, self.cache))
+        try:
+            await push_after_cycle(
+                self.config,
+                self.store,
+                report,
+                self._feed_lines(),
+                now=int(self.clock()),
+                backoff=self._push_backoff,
+                sync=self._feed_sync,
+            )
+        except BanfeedError as exc:
+            log.error("push after the cycle failed: %s", exc)
+
+    def _feed_lines(self) -> list[str] | None:
+        """The lines of the feed pushed to push-type threat feeds, as served now."""
+        name = self.config.push.feed
+        entry = self.cache.entries.get(name) if name else None
+        return None if entry is None else entry.text.body.decode("ascii").splitlines()
+
+    async def _refresh_step(self) -> None:
+        await asyncio.to_thread(self.cache.refresh)  # logs and reports its own store errors
+        if self.leases is not None:
+            try:
+                await asyncio.to_thread(self.leases.heartbeat)
+            except BanfeedError as exc:  # the store is down: the cache says so already
+                log.debug("heartbeat failed: %s", exc)
+
+    async def _flush_step(self) -> None:
+        await asyncio.to_thread(self._flush)
+
+    def _flush(self) -> None:
+        fetches = self.state.fetches.take()
+        if not fetches:
+            return
+        try:
+            with self.store.write() as tx:
+                tx.record_fetches(fetches)
+        except BanfeedError as exc:
+            log.warning("could not record %d feed fetches: %s", len(fetches), exc)
+
+
+def cycle_line(report: CycleReport, cache: FeedCache) -> str:
+    """One log line per cycle; failed polls are named with their kind."""
+    failed = ", ".join(f"{r.device}/{r.vdom} {r.error.kind}" for r in report.failed if r.error)
+    sizes = ", ".join(f"{n}={e.served.version.entries}" for n, e in sorted(cache.entries.items()))
+    return (
+        f"cycle: {len(report.results) - len(report.failed)}/{len(report.results)} polls ok"
+        + (f" (failed: {failed})" if failed else "")
+        + f", {report.new_offenses} new offenses, {report.new_offenders} new offenders, "
+        f"{report.rejected} rejected; feeds {sizes or 'none'}; {report.duration:.2f}s"
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"server.listen: cannot listen on {host}:{port}: {exc.strerror}"
+        ) from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock

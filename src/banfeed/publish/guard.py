@@ -1,0 +1,190 @@
+"""Decide: publish a build, or hold the feed at its last published version.
+
+Every guard is here, so the server, ``export``, ``collect`` and the push-feed sync are guarded
+alike:
+
+- **Mass drop.** A feed losing entries is normal: offenders expire, operators unban. A feed
+  losing more than ``max_drop`` of its lines at once for no reason the store records is what a
+  wiped or corrupted store, a bad restore or a bug looks like, and publishing it would unblock
+  every attacker at once. Each lost line is classified: *explained* (expired, unbanned,
+  filtered out, over the cap), *allowlisted* (an allowlist or protect range now covers it), or
+  *unexplained* (gone from the store, or still active). Allowlisted losses count against
+  ``max_drop`` too: `allow add 0.0.0.0/0 --force` must not empty a feed unseen.
+- **Consumer limit.** Never more lines than the feed's ``max_entries`` (a FortiGate drops the
+  newest lines over its limit, silently).
+
+The store lookups that classify losses are made by the caller (:class:`LossFacts`), so this
+module is pure and tested without a database.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+
+from ..models import Ban, Event, Offender, OffenderStatus
+from ..net import IPNetwork
+from ..policy import is_active, suppression
+from .build import FeedBuild, Line
+
+
+class Loss(StrEnum):
+    EXPLAINED = "explained"
+    ALLOWLISTED = "allowlisted"
+    UNEXPLAINED = "unexplained"
+
+
+def parse_lines(body: bytes) -> list[Line]:
+    """The lines of a published plain feed (written by banfeed: one address or CIDR a line)."""
+    lines: list[Line] = []
+    for text in body.decode("ascii").split("\n"):
+        if not text:
+            continue
+        lines.append(ip_network(text) if "/" in text else ip_address(text))
+    return lines
+
+
+def lost_lines(old: Sequence[Line], new: FeedBuild) -> list[Line]:
+    """Lines of ``old`` not wholly covered by the new build's lines."""
+    starts: list[tuple[int, int]] = []
+    ends: list[int] = []
+    for version, low, high in _merged(new.entries):
+        starts.append((version, low))
+        ends.append(high)
+    lost = []
+    for line in old:
+        version, low, high = _interval(line)
+        at = bisect.bisect_right(starts, (version, low)) - 1
+        if not (at >= 0 and starts[at][0] == version and high <= ends[at]):
+            lost.append(line)
+    return lost
+
+
+def _interval(line: Line) -> tuple[int, int, int]:
+    if isinstance(line, IPv4Network | IPv6Network):
+        return line.version, int(line.network_address), int(line.broadcast_address)
+    return line.version, int(line), int(line)
+
+
+def _merged(lines: Iterable[Line]) -> list[tuple[int, int, int]]:
+    merged: list[tuple[int, int, int]] = []
+    for version, low, high in sorted(_interval(line) for line in lines):
+        if merged and merged[-1][0] == version and low <= merged[-1][2] + 1:
+            merged[-1] = (version, merged[-1][1], max(merged[-1][2], high))
+        else:
+            merged.append((version, low, high))
+    return merged
+
+
+@dataclass(frozen=True)
+class LossFacts:
+    """What the store says about the addresses and networks of lost lines."""
+
+    offenders: dict[str, Offender] = field(default_factory=dict)  # by address text, any state
+    inside: dict[str, list[Offender]] = field(default_factory=dict)  # lost network -> offenders
+    bans: dict[str, Ban] = field(default_factory=dict)  # ban rows by network text, expired too
+    unbans: list[Event] = field(default_factory=list)  # unbanned events since the old version
+
+
+def classify(line: Line, build: FeedBuild, facts: LossFacts) -> Loss:
+    """Why a published line would disappear."""
+    now = build.built
+    if isinstance(line, IPv4Network | IPv6Network):
+        network: IPNetwork = line
+        if build.allowlist.overlapping(network):
+            return Loss.ALLOWLISTED
+        if _unbanned(network, facts.unbans):
+            return Loss.EXPLAINED
+        ban = facts.bans.get(str(network))
+        if ban is not None and ban.expires is not None and ban.expires <= now:
+            return Loss.EXPLAINED
+        members = facts.inside.get(str(network), [])
+        if members and not any(_still_publishable(o, build) for o in members):
+            return Loss.EXPLAINED  # the escalation or block shrank as its offenders went
+        return Loss.UNEXPLAINED
+    if suppression(line, build.allowlist) is not None:
+        return Loss.ALLOWLISTED
+    if _unbanned(ip_network(line), facts.unbans):
+        return Loss.EXPLAINED
+    ban = facts.bans.get(str(ip_network(line)))
+    if ban is not None and ban.expires is not None and ban.expires <= now:
+        return Loss.EXPLAINED
+    offender = facts.offenders.get(str(line))
+    if offender is None:
+        return Loss.UNEXPLAINED  # deleted behind our back
+    if offender.status == OffenderStatus.UNBANNED or not is_active(offender, now):
+        return Loss.EXPLAINED
+    if build.spec.excludes(offender, now) is not None or build.overflow:
+        return Loss.EXPLAINED  # filtered out, or over the cap
+    return Loss.UNEXPLAINED  # nothing says why it should go
+
+
+def _still_publishable(offender: Offender, build: FeedBuild) -> bool:
+    return is_active(offender, build.built) and build.spec.excludes(offender, build.built) is None
+
+
+def _unbanned(network: IPNetwork, unbans: list[Event]) -> bool:
+    for event in unbans:
+        if event.ip is None:
+            continue
+        target = ip_network(event.ip, strict=False)
+        if target.version == network.version and network.subnet_of(target):  # type: ignore[arg-type]
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    publish: bool
+    reason: str  # why held, or why published
+    before: int = 0
+    lost: int = 0
+    unexplained: int = 0
+    allowlisted: int = 0
+
+
+def needs_facts(old: Sequence[Line], lost: Sequence[Line], max_drop: float) -> bool:
+    """Only a loss above ``max_drop`` needs explaining (and store lookups)."""
+    return bool(old) and len(lost) > max_drop * len(old)
+
+
+def decide(
+    build: FeedBuild,
+    old: Sequence[Line] | None,
+    lost: Sequence[Line],
+    facts: LossFacts | None,
+    max_drop: float,
+) -> Decision:
+    """Publish ``build`` over the last published lines ``old`` (None: nothing published yet)?"""
+    if len(build.entries) > build.spec.max_entries:  # a bug upstream: never hand it on
+        return Decision(
+            False,
+            f"{len(build.entries)} lines exceed max_entries ({build.spec.max_entries})",
+        )
+    if old is None:
+        return Decision(True, "first version")
+    before = len(old)
+    if facts is None or not needs_facts(old, lost, max_drop):
+        return Decision(True, "update", before, len(lost))
+    counts = {kind: 0 for kind in Loss}
+    for line in lost:
+        counts[classify(line, build, facts)] += 1
+    held = counts[Loss.UNEXPLAINED] + counts[Loss.ALLOWLISTED]
+    if held <= max_drop * before:
+        return Decision(True, "update", before, len(lost), counts[Loss.UNEXPLAINED])
+    parts = []
+    if counts[Loss.UNEXPLAINED]:
+        parts.append(f"{counts[Loss.UNEXPLAINED]} with no expiry or unban recorded")
+    if counts[Loss.ALLOWLISTED]:
+        parts.append(f"{counts[Loss.ALLOWLISTED]} removed by allowlist or protect ranges")
+    reason = (
+        f"{held} of {before} published entries would disappear ({'; '.join(parts)}), more "
+        f"than max_drop {max_drop:.0%}; serving the last good version — check the store and "
+        "the allowlist, then `banfeed feeds approve`"
+    )
+    return Decision(
+        False, reason, before, len(lost), counts[Loss.UNEXPLAINED], counts[Loss.ALLOWLISTED]
+    )

@@ -1,0 +1,255 @@
+"""Record: build every feed, let the guards decide, and keep each published version.
+
+A version is the plain feed's bytes (stored compressed for the newest ones), with when it was
+first published, its ETag, size, what it added and removed, why it was published and who
+approved it. What consumers are served is always a recorded version — the newest, or a pinned
+one after `feeds rollback` — so replicas serve identical bytes by construction, `export` and the
+push-feed sync hand on the guarded feed, and a read-only store still serves what it recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ..errors import ConflictError
+from ..models import EventKind, FeedState, FeedVersion, Offender
+from ..net import parse_address, parse_network
+from ..store import Store, Tx
+from ..timeutil import Clock
+from .build import Coverage, FeedBuild, FeedInputs, FeedPolicy, FeedSpec, Line, build_feeds
+from .guard import Decision, LossFacts, decide, lost_lines, needs_facts, parse_lines
+from .render import compress, decompress, etag_of, text_body
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """How many versions a feed keeps, and how many of the newest keep their bytes."""
+
+    versions: int = 500
+    bodies: int = 48
+
+
+class Outcome(StrEnum):
+    PUBLISHED = "published"  # a new version was recorded
+    UNCHANGED = "unchanged"  # the build equals the served version
+    HELD = "held"  # a guard refused it: the last good version is served
+    PINNED = "pinned"  # an operator pinned an older version
+
+
+@dataclass(frozen=True, slots=True)
+class FeedResult:
+    feed: str
+    outcome: Outcome
+    build: FeedBuild
+    decision: Decision | None = None
+    version: FeedVersion | None = None  # the version recorded now, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """What one feed's consumers get: a recorded version, and the feed's state."""
+
+    version: FeedVersion
+    state: FeedState
+
+    @property
+    def held(self) -> bool:
+        return self.state.held_since is not None
+
+    @property
+    def pinned(self) -> bool:
+        return self.state.pinned is not None
+
+    def body(self) -> bytes:
+        assert self.version.body is not None, "served versions keep their body"
+        return decompress(self.version.body)
+
+    def lines(self) -> list[Line]:
+        return parse_lines(self.body())
+
+
+def read_inputs(tx: Tx, now: int) -> FeedInputs:
+    return FeedInputs(
+        version=tx.store_version(),
+        now=now,
+        offenders=list(tx.iter_offenders(active_at=now)),
+        bans=tx.active_bans(now),
+        allow_entries=tx.allow_entries(now),
+    )
+
+
+def served(tx: Tx, feed: str, state: FeedState | None = None) -> Served | None:
+    """The version consumers of ``feed`` get now (pinned, else newest), or None."""
+    state = state or tx.feed_states().get(feed) or FeedState(feed)
+    if state.pinned is not None:
+        version = tx.feed_version(feed, state.pinned)
+    else:
+        version = tx.latest_version(feed)
+    if version is None or version.body is None:
+        return None
+    return Served(version, state)
+
+
+class Publisher:
+    """Build → decide → record, for every feed at once."""
+
+    def __init__(
+        self,
+        store: Store,
+        specs: Sequence[FeedSpec],
+        policy: FeedPolicy,
+        clock: Clock,
+        history: History = History(),
+    ) -> None:
+        self.store = store
+        self.specs = list(specs)
+        self.policy = policy
+        self.clock = clock
+        self.history = history
+        self.builds: dict[str, FeedBuild] = {}  # the last builds, for explain and reports
+        self.etags: dict[str, str] = {}  # the ETag of each last build's plain text
+
+    def build(self, tx: Tx) -> dict[str, FeedBuild]:
+        """Every feed from the store's state now (no guard, nothing recorded)."""
+        builds = build_feeds(self.specs, self.policy, read_inputs(tx, int(self.clock())))
+        self.builds = builds
+        return builds
+
+    def publish(self) -> list[FeedResult]:
+        """Build every feed, decide, and record new versions and holds in one transaction.
+        Raises StoreError when the store cannot be read or written; nothing is then marked as
+        done, so the next call tries again."""
+        with self.store.read() as tx:
+            builds = self.build(tx)
+            states = tx.feed_states()
+            results = [self._decide(tx, build, states) for build in builds.values()]
+        self._record(results, states)
+        return results
+
+    def _decide(self, tx: Tx, build: FeedBuild, states: dict[str, FeedState]) -> FeedResult:
+        name = build.spec.name
+        state = states.get(name) or FeedState(name)
+        if state.pinned is not None:
+            return FeedResult(name, Outcome.PINNED, build)
+        last = tx.latest_version(name)
+        body = text_body(build.entries)
+        etag = self.etags[name] = etag_of(body)
+        if last is not None and last.etag == etag:
+            return FeedResult(name, Outcome.UNCHANGED, build)
+        old = parse_lines(decompress(last.body)) if last is not None and last.body else None
+        lost = lost_lines(old, build) if old else []
+        approved = (
+            state.held_since is not None
+            and state.approved is not None
+            and state.approved >= state.held_since
+        )
+        if approved:
+            decision = Decision(True, f"approved by {state.approved_by or 'an operator'}")
+        else:
+            facts = None
+            if old and needs_facts(old, lost, self.policy.max_drop):
+                facts = _loss_facts(tx, lost, since=last.created if last else 0)
+            decision = decide(build, old, lost, facts, self.policy.max_drop)
+        if not decision.publish:
+            return FeedResult(name, Outcome.HELD, build, decision)
+        old_set = {str(line) for line in old or ()}
+        new_set = set(build.lines())
+        version = FeedVersion(
+            feed=name,
+            number=(last.number if last else 0) + 1,
+            created=build.built,
+            etag=etag,
+            entries=len(build.entries),
+            added=len(new_set - old_set),
+            removed=len(old_set - new_set),
+            matched=len(build.matched),
+            overflow=build.overflow,
+            reason=decision.reason,
+            approver=state.approved_by if approved else None,
+            store_version=build.version,
+            body=compress(body),
+        )
+        return FeedResult(name, Outcome.PUBLISHED, build, decision, version)
+
+    def _record(self, results: list[FeedResult], states: dict[str, FeedState]) -> None:
+        changes: list[FeedState] = []
+        versions: list[FeedVersion] = []
+        for result in results:
+            state = states.get(result.feed) or FeedState(result.feed)
+            if result.outcome is Outcome.HELD and result.decision is not None:
+                if state.held_since is None or state.hold_reason != result.decision.reason:
+                    log.error("feed %s held: %s", result.feed, result.decision.reason)
+                    since = state.held_since or result.build.built
+                    changes.append(
+                        dataclasses.replace(
+                            state, held_since=since, hold_reason=result.decision.reason
+                        )
+                    )
+            elif result.outcome in (Outcome.PUBLISHED, Outcome.UNCHANGED) and state.held_since:
+                log.warning("feed %s: hold released; publishing the current build", result.feed)
+                changes.append(
+                    dataclasses.replace(
+                        state, held_since=None, hold_reason=None, approved=None, approved_by=None
+                    )
+                )
+            if result.version is not None:
+                versions.append(result.version)
+        if not changes and not versions:
+            return
+        try:
+            with self.store.write() as tx:
+                for version in versions:
+                    tx.insert_feed_version(version)
+                    tx.prune_feed_versions(
+                        version.feed,
+                        self.history.versions,
+                        self.history.bodies,
+                        states.get(version.feed, FeedState(version.feed)).pinned,
+                    )
+                for state in changes:
+                    tx.save_feed_state(state)
+        except ConflictError as exc:  # a replica recorded the same version first: it is served
+            log.info("feed versions recorded by another replica (%s)", exc)
+        for version in versions:
+            log.info(
+                "feed %s: version %d, %d entries (+%d −%d): %s",
+                version.feed,
+                version.number,
+                version.entries,
+                version.added,
+                version.removed,
+                version.reason,
+            )
+
+    def covered_offenders(self, tx: Tx, shown: Served) -> list[Offender]:
+        """The active offenders the served version's lines cover (what CSV and JSON list):
+        from the last build when it is the served version, else from the store."""
+        build = self.builds.get(shown.version.feed)
+        if build is not None and self.etags.get(shown.version.feed) == shown.version.etag:
+            return [o for o in build.inputs.offenders if build.covering(o.ip) is not None]
+        coverage = Coverage(shown.lines())
+        offenders = tx.iter_offenders(active_at=int(self.clock()))
+        return [o for o in offenders if coverage.line_for(o.ip) is not None]
+
+
+def _loss_facts(tx: Tx, lost: Sequence[Line], since: int) -> LossFacts:
+    addresses = [str(line) for line in lost if "/" not in str(line)]
+    networks = [parse_network(str(line)) for line in lost if "/" in str(line)]
+    return LossFacts(
+        offenders=tx.load_offenders(addresses),
+        inside={str(n): tx.offenders_within([n]) for n in networks},
+        bans=tx.bans_by_network(
+            [str(n) for n in networks] + [f"{a}/{_host(a)}" for a in addresses]
+        ),
+        unbans=tx.events_since(since - 1, [EventKind.UNBANNED]),
+    )
+
+
+def _host(address: str) -> int:
+    return parse_address(address).max_prefixlen

@@ -1,0 +1,133 @@
+"""Renderings of a published feed (plain text, CSV, JSON), validators, and atomic files.
+
+``RENDERERS`` maps a format to ``(render, media type)``: a new format is one entry. The plain
+text is what a version records; CSV and JSON describe the active offenders its lines cover.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExportError
+from ..models import Offender
+from ..policy import Allowlist, state, suppression_reason
+from ..timeutil import iso
+from .build import Line
+
+
+def text_body(lines: Sequence[Line] | Sequence[str]) -> bytes:
+    """One address or CIDR a line, LF, no comments: what a FortiGate threat feed reads."""
+    return "".join(f"{line}\n" for line in lines).encode("ascii")
+
+
+def etag_of(body: bytes) -> str:
+    """Strong: the hash of the bytes, so it changes exactly when the bytes change and every
+    replica computes the same one."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def compress(body: bytes) -> bytes:
+    # mtime=0: the same bytes compress to the same bytes on every replica.
+    return gzip.compress(body, compresslevel=6, mtime=0)
+
+
+def decompress(data: bytes) -> bytes:
+    return gzip.decompress(data)
+
+
+def offender_record(offender: Offender, now: int, allowlist: Allowlist) -> dict[str, Any]:
+    """The stable JSON shape of an offender (documented in docs/cli.md)."""
+    return {
+        "ip": str(offender.ip),
+        "family": f"ipv{offender.ip.version}",
+        "first_offense": iso(offender.first_offense),
+        "last_offense": iso(offender.last_offense),
+        "offense_count": offender.offense_count,
+        "sources": list(offender.sources),
+        "devices": list(offender.devices),
+        "vdoms": list(offender.vdoms),
+        "active_until": iso(offender.active_until),
+        "state": state(offender, now, allowlist).value,
+        "suppressed_by": suppression_reason(offender.ip, allowlist),
+        "note": offender.note,
+    }
+
+
+CSV_COLUMNS = (
+    "ip",
+    "family",
+    "first_offense",
+    "last_offense",
+    "offense_count",
+    "sources",
+    "devices",
+    "active_until",
+)
+
+
+def csv_bytes(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for offender in offenders:
+        record = offender_record(offender, now, allowlist)
+        record["sources"] = " ".join(record["sources"])
+        record["devices"] = " ".join(record["devices"])
+        writer.writerow(["" if record[c] is None else record[c] for c in CSV_COLUMNS])
+    return out.getvalue().encode("utf-8")
+
+
+def json_bytes(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> bytes:
+    records = [offender_record(o, now, allowlist) for o in offenders]
+    return (json.dumps(records, indent=1) + "\n").encode("utf-8")
+
+
+Renderer = Callable[[Iterable[Offender], int, Allowlist], bytes]
+OFFENDER_RENDERERS: dict[str, tuple[Renderer, str]] = {
+    "csv": (csv_bytes, "text/csv; charset=utf-8"),
+    "json": (json_bytes, "application/json"),
+}
+TEXT_MEDIA_TYPE = "text/plain; charset=us-ascii"
+FORMATS = ("txt", *OFFENDER_RENDERERS)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a reader sees the old file or the new, never half.
+
+    Temp file in the same folder, fsync, rename over the target, fsync the folder.
+    """
+    folder = path.parent
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644  # a web server must be able to read a feed file
+    except OSError as exc:
+        raise ExportError(f"{path}: {exc.strerror}") from None
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise ExportError(f"cannot write in {folder}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise ExportError(f"{path}: {exc.strerror}") from None

@@ -1,0 +1,239 @@
+"""Report functions: what the CLI renders (and the HTTP API will serve), as plain records.
+
+Each function makes its reads in one transaction and returns dataclasses; rendering (tables,
+JSON) is the caller's. Feed reports read the *published* versions, never a fresh build, except
+where they say what the current build would do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .compose import Runtime
+from .errors import InputError
+from .models import Consumer, Event, FeedState, FeedVersion, Offender, Offense
+from .net import IPAddress
+from .policy import Allowlist, with_entries
+from .publish import Served, Verdict, Why, explain, served
+from .publish.build import Coverage, FeedBuild
+from .publish.render import decompress, offender_record
+from .store import Tx
+from .timeutil import iso
+
+
+@dataclass(frozen=True, slots=True)
+class FeedVerdict:
+    """Is an address in a feed as served, and why."""
+
+    feed: str
+    listed: bool
+    why: Why
+    reason: str
+    version: int | None  # the served version the verdict is about
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "listed": self.listed,
+            "why": self.why.value,
+            "reason": self.reason,
+            "version": self.version,
+        }
+
+
+def verdict(build: FeedBuild, shown: Served | None, ip: IPAddress, current: Verdict) -> FeedVerdict:
+    """``current`` (from the build) turned into a verdict about what is *served*: listed is
+    decided by the served lines; when they differ from the build, the reason says so."""
+    name = build.spec.name
+    if shown is None:  # the next publish takes the build (a first version is never held)
+        return FeedVerdict(
+            name, current.listed, current.why, f"{current.reason} (not published yet)", None
+        )
+    number = shown.version.number
+    ip_listed = current.listed
+    if shown.pinned or shown.held:
+        lines = Coverage(shown.lines())
+        served_listed = lines.line_for(ip) is not None
+        how = "pinned" if shown.pinned else "held"
+        words = "lists" if served_listed else "does not list"
+        return FeedVerdict(
+            name,
+            served_listed,
+            current.why,
+            f"{how} at version {number}, which {words} it; the current build: {current.reason}",
+            number,
+        )
+    return FeedVerdict(name, ip_listed, current.why, current.reason, number)
+
+
+@dataclass(frozen=True)
+class OffenderDetail:
+    ip: IPAddress
+    offender: Offender | None
+    offenses: list[Offense]
+    events: list[Event]
+    allowlist: Allowlist
+    now: int
+    feeds: list[FeedVerdict] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """The stable JSON shape of `banfeed show` (documented in docs/cli.md)."""
+        record: dict[str, Any] = {"ip": str(self.ip)}
+        if self.offender is not None:
+            record = offender_record(self.offender, self.now, self.allowlist)
+        by_origin: dict[str, dict[str, Any]] = {}
+        for o in self.offenses:
+            item = by_origin.setdefault(
+                f"{o.device}/{o.vdom}",
+                {"device": o.device, "vdom": o.vdom, "offenses": 0, "causes": {}},
+            )
+            item["offenses"] += 1
+            item["causes"][o.source] = item["causes"].get(o.source, 0) + 1
+        return record | {
+            "by_origin": list(by_origin.values()),
+            "offenses": [
+                {
+                    "device": o.device,
+                    "vdom": o.vdom,
+                    "created": iso(o.created),
+                    "expires": iso(o.expires),
+                    "source": o.source,
+                }
+                for o in self.offenses
+            ],
+            "events": [
+                {"time": iso(e.time), "kind": e.kind.value, "actor": e.actor, "detail": e.detail}
+                for e in self.events
+            ],
+            "feeds": {v.feed: v.record() for v in self.feeds},
+        }
+
+
+def offender_detail(rt: Runtime, ip: IPAddress) -> OffenderDetail:
+    """One address: its offender row, history, and each feed's verdict as served."""
+    publisher = rt.publisher()
+    with rt.store.read() as tx:
+        builds = publisher.build(tx)
+        offender = tx.get_offender(str(ip))
+        offenses = tx.offenses_of(str(ip))
+        events = tx.events_of(str(ip))
+        states = tx.feed_states()
+        shown = {name: served(tx, name, states.get(name)) for name in builds}
+    allow = next(iter(builds.values())).allowlist if builds else publisher.policy.allowlist
+    verdicts = [
+        verdict(build, shown[name], ip, explain(build, ip, offender, events))
+        for name, build in builds.items()
+    ]
+    return OffenderDetail(ip, offender, offenses, events, allow, rt.now(), verdicts)
+
+
+def effective_allowlist(rt: Runtime, tx: Tx) -> Allowlist:
+    """The configured allowlist and protect ranges plus the store's current allow entries."""
+    return with_entries(rt.publisher().policy.allowlist, tx.allow_entries(rt.now()))
+
+
+@dataclass(frozen=True)
+class FeedOverview:
+    name: str
+    max_entries: int
+    auth: str
+    version: FeedVersion | None
+    state: FeedState
+    consumers: list[Consumer]
+
+    def record(self) -> dict[str, Any]:
+        """The stable JSON shape of `banfeed feeds` (documented in docs/cli.md)."""
+        v = self.version
+        return {
+            "feed": self.name,
+            "version": v.number if v else None,
+            "entries": v.entries if v else 0,
+            "max_entries": self.max_entries,
+            "matched": v.matched if v else 0,
+            "overflow": v.overflow if v else 0,
+            "etag": v.etag if v else None,
+            "changed": iso(v.created) if v else None,
+            "auth": self.auth,
+            "held_since": iso(self.state.held_since),
+            "hold_reason": self.state.hold_reason,
+            "pinned": self.state.pinned,
+            "pinned_by": self.state.pinned_by,
+            "consumers": [
+                {
+                    "address": c.address,
+                    "user_agent": c.user_agent,
+                    "last_fetch": iso(c.last_fetch),
+                    "status": c.status,
+                    "etag": c.etag,
+                    "current": v is not None
+                    and c.etag is not None
+                    and c.etag.startswith(v.etag[:-1]),
+                    "requests": c.requests,
+                }
+                for c in self.consumers
+            ],
+        }
+
+
+def feed_overviews(rt: Runtime) -> list[FeedOverview]:
+    """Each feed as served: its recorded version (no rebuild), hold or pin, and consumers."""
+    with rt.store.read() as tx:
+        states = tx.feed_states()
+        consumers = tx.feed_consumers()
+        rows = []
+        for feed in rt.config.feeds:
+            state = states.get(feed.name) or FeedState(feed.name)
+            shown = served(tx, feed.name, state)
+            rows.append(
+                FeedOverview(
+                    feed.name,
+                    feed.max_entries,
+                    feed.auth.type,
+                    shown.version if shown else None,
+                    state,
+                    [c for c in consumers if c.feed == feed.name],
+                )
+            )
+    return rows
+
+
+def feed_history(rt: Runtime, feed: str, limit: int) -> tuple[FeedState, list[FeedVersion]]:
+    rt.config.feed(feed)
+    with rt.store.read() as tx:
+        return tx.feed_states().get(feed) or FeedState(feed), tx.feed_versions(feed, limit)
+
+
+@dataclass(frozen=True)
+class FeedDiff:
+    feed: str
+    old: int
+    new: int
+    added: list[str]
+    removed: list[str]
+
+
+def feed_diff(rt: Runtime, feed: str, old: int | None, new: int | None) -> FeedDiff:
+    """Lines added and removed between two versions (default: the served one and the one
+    before it)."""
+    rt.config.feed(feed)
+    with rt.store.read() as tx:
+        if new is None:
+            shown = served(tx, feed)
+            if shown is None:
+                raise InputError(f"feed {feed} has no published version yet")
+            new = shown.version.number
+        if old is None:
+            old = new - 1
+        bodies = {}
+        for number in (old, new):
+            version = tx.feed_version(feed, number)
+            if version is None or version.body is None:
+                raise InputError(
+                    f"feed {feed}: version {number} is not kept (see `banfeed feeds history`)"
+                )
+            bodies[number] = decompress(version.body).decode("ascii").splitlines()
+    before, after = bodies[old], bodies[new]
+    known, kept = set(before), set(after)
+    added = [line for line in after if line not in known]  # feed order: numeric
+    removed = [line for line in before if line not in kept]
+    return FeedDiff(feed, old, new, added, removed)

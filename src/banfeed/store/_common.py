@@ -1,0 +1,139 @@
+"""Helpers shared by the query modules: row <-> record conversions, chunking, portable upserts.
+
+Private to ``store/``: nothing outside this package sees a Connection or a Row.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, Table, and_, bindparam, or_, select, update
+
+from ..models import Offender, OffenderStatus
+from ..net import address_from_sort_key, sort_key
+from .schema import offenders
+
+CHUNK = 500  # bound parameters per IN (...) list: well inside SQLite's and PostgreSQL's limits
+BIG_CHUNK = 5000  # values per expanded IN list: under SQLite's 32,766 and PostgreSQL's 65,535
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def update_or_insert(
+    conn: Connection, table: Any, where: Any, values: dict[str, Any], defaults: dict[str, Any]
+) -> None:
+    """Update the row matching ``where``, or insert it (with ``defaults`` under ``values``).
+    Portable: no dialect's upsert; concurrent first inserts surface as ConflictError."""
+    if conn.execute(update(table).where(where).values(values)).rowcount == 0:
+        conn.execute(table.insert().values({**defaults, **values}))
+
+
+OFFENDER_COLUMNS = (
+    "ip",
+    "sort_key",
+    "family",
+    "first_offense",
+    "last_offense",
+    "offense_count",
+    "sources",
+    "devices",
+    "vdoms",
+    "active_until",
+    "status",
+    "note",
+    "updated",
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_list(items: tuple[str, ...]) -> str:
+    # A fleet has few distinct (sources, devices, vdoms) combinations: encode each once.
+    return json.dumps(items)
+
+
+@functools.lru_cache(maxsize=8192)
+def _json_tuple(text: str) -> tuple[str, ...]:
+    # The same few lists ('["IPS"]', '["edge-1"]') repeat over a whole table: decode each once.
+    return tuple(json.loads(text))
+
+
+def offender_tuple(offender: Offender, updated: int, ip_text: str | None = None) -> tuple[Any, ...]:
+    """The row of ``offender`` in OFFENDER_COLUMNS order."""
+    return (
+        ip_text or str(offender.ip),
+        sort_key(offender.ip),
+        offender.ip.version,
+        offender.first_offense,
+        offender.last_offense,
+        offender.offense_count,
+        _json_list(offender.sources),
+        _json_list(offender.devices),
+        _json_list(offender.vdoms),
+        offender.active_until,
+        str(offender.status),
+        offender.note,
+        updated,
+    )
+
+
+def offender_values(offender: Offender, updated: int) -> dict[str, Any]:
+    return dict(zip(OFFENDER_COLUMNS, offender_tuple(offender, updated), strict=True))
+
+
+_STATUS = {s.value: s for s in OffenderStatus}  # cheaper than OffenderStatus(text) per row
+
+
+def offender_from_row(row: Row[Any]) -> Offender:
+    return Offender(
+        ip=address_from_sort_key(row.sort_key),
+        first_offense=row.first_offense,
+        last_offense=row.last_offense,
+        offense_count=row.offense_count,
+        sources=_json_tuple(row.sources),
+        devices=_json_tuple(row.devices),
+        vdoms=_json_tuple(row.vdoms),
+        active_until=row.active_until,
+        status=_STATUS[row.status],
+        note=row.note,
+    )
+
+
+# One statement, compiled once, expanded per call: large lookups cost the database's time only.
+BY_IP = select(offenders).where(offenders.c.ip.in_(bindparam("ips", expanding=True)))
+BY_IP_LOCKED = BY_IP.with_for_update()
+
+
+def active(now: int) -> Any:
+    """Listed and not expired at ``now``: the one SQL form of the active predicate."""
+    return and_(
+        offenders.c.status == OffenderStatus.LISTED.value,
+        or_(offenders.c.active_until.is_(None), offenders.c.active_until > now),
+    )
+
+
+def bulk_insert(
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert many rows of plain values in one driver ``executemany``.
+
+    SQLAlchemy's executemany builds a parameter dict per row through the compiler, which costs
+    more than the database's own work on a large first ingest. The statement is still compiled
+    by SQLAlchemy for the connection's dialect, so this stays portable.
+    """
+    if not rows:
+        return
+    compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(columns))
+    params: list[Any]
+    if compiled.positional:
+        order = [list(columns).index(name) for name in compiled.positiontup or ()]
+        same = order == list(range(len(columns)))
+        params = rows if same else [tuple(row[i] for i in order) for row in rows]
+    else:
+        params = [dict(zip(columns, row, strict=True)) for row in rows]
+    conn.exec_driver_sql(str(compiled), params)

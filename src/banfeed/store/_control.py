@@ -1,0 +1,193 @@
+"""Meta, events, device status, bans, allow entries and pushes (see ``Tx``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from ipaddress import ip_network
+from typing import Any
+
+from sqlalchemy import BigInteger, Connection, Text, and_, cast, delete, or_, select, update
+
+from ..models import AllowEntry, Ban, BanOrigin, DeviceStatus, Event, EventKind
+from ..net import IPNetwork, sort_key
+from ._common import bulk_insert, chunks, update_or_insert
+from .schema import allow_entries as allow_entries_table
+from .schema import bans, device_status, events, meta, pushes
+
+
+def _network_values(network: IPNetwork) -> dict[str, Any]:
+    return {
+        "network": str(network),
+        "sort_key": sort_key(network.network_address),
+        "prefixlen": network.prefixlen,
+    }
+
+
+def _within(inner: IPNetwork, outer: IPNetwork) -> bool:
+    return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
+
+
+class ControlQueries:
+    conn: Connection
+
+    def store_version(self) -> int:
+        """A counter bumped by every change that can change a feed (the ETag source)."""
+        value = self.conn.execute(select(meta.c.value).where(meta.c.key == "version")).scalar_one()
+        return int(value)
+
+    def get_meta(self, key: str) -> str | None:
+        return self.conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar_one_or_none()
+
+    def set_meta(self, key: str, value: str) -> None:
+        update_or_insert(self.conn, meta, meta.c.key == key, {"value": value}, {"key": key})
+
+    def bump_version(self) -> int:
+        """Increment the version in SQL, so concurrent writers (replicas) never lose a bump: the
+        UPDATE takes the row lock and reads the committed value."""
+        bumped = cast(cast(meta.c.value, BigInteger) + 1, Text)
+        self.conn.execute(update(meta).where(meta.c.key == "version").values(value=bumped))
+        return self.store_version()
+
+    def insert_events(self, items: Sequence[Event]) -> None:
+        if items:
+            self.conn.execute(
+                events.insert(),
+                [
+                    {
+                        "time": e.time,
+                        "kind": e.kind.value,
+                        "ip": e.ip,
+                        "actor": e.actor,
+                        "detail": e.detail,
+                    }
+                    for e in items
+                ],
+            )
+
+    def events_of(self, ip: str) -> list[Event]:
+        query = select(events).where(events.c.ip == ip).order_by(events.c.time, events.c.id)
+        return [
+            Event(r.time, EventKind(r.kind), r.ip, r.actor, r.detail)
+            for r in self.conn.execute(query)
+        ]
+
+    def events_since(self, since: int, kinds: Sequence[EventKind]) -> list[Event]:
+        query = (
+            select(events)
+            .where(events.c.time > since, events.c.kind.in_([k.value for k in kinds]))
+            .order_by(events.c.time, events.c.id)
+        )
+        return [
+            Event(r.time, EventKind(r.kind), r.ip, r.actor, r.detail)
+            for r in self.conn.execute(query)
+        ]
+
+    def device_statuses(self) -> dict[tuple[str, str], DeviceStatus]:
+        rows = self.conn.execute(select(device_status).order_by(device_status.c.device))
+        return {(r.device, r.vdom): DeviceStatus(**r._asdict()) for r in rows}
+
+    def save_device_status(self, status: DeviceStatus) -> None:
+        """Update the row, or insert it the first time (portable upsert: one writer at a time)."""
+        values = {k: getattr(status, k) for k in DeviceStatus.__dataclass_fields__}
+        key = and_(device_status.c.device == status.device, device_status.c.vdom == status.vdom)
+        update_or_insert(self.conn, device_status, key, values, {})
+
+    def active_bans(self, now: int) -> list[Ban]:
+        query = (
+            select(bans)
+            .where(or_(bans.c.expires.is_(None), bans.c.expires > now))
+            .order_by(bans.c.sort_key, bans.c.prefixlen)
+        )
+        return [
+            Ban(
+                ip_network(r.network),
+                r.created,
+                r.expires,
+                BanOrigin(r.provenance),
+                r.actor,
+                r.note,
+            )
+            for r in self.conn.execute(query)
+        ]
+
+    def save_ban(self, ban: Ban) -> None:
+        values = {
+            **_network_values(ban.network),
+            "created": ban.created,
+            "expires": ban.expires,
+            "provenance": str(ban.provenance),
+            "actor": ban.actor,
+            "note": ban.note,
+        }
+        update_or_insert(self.conn, bans, bans.c.network == values["network"], values, {})
+
+    def delete_bans_within(self, network: IPNetwork) -> list[str]:
+        """Remove the bans equal to or inside ``network``; returns what was removed."""
+        rows = self.conn.execute(select(bans.c.network)).scalars().all()
+        inside = [n for n in rows if _within(ip_network(n), network)]
+        for chunk in chunks(inside):
+            self.conn.execute(delete(bans).where(bans.c.network.in_(chunk)))
+        return inside
+
+    def allow_entries(self, now: int) -> list[AllowEntry]:
+        query = (
+            select(allow_entries_table)
+            .where(
+                or_(allow_entries_table.c.expires.is_(None), allow_entries_table.c.expires > now)
+            )
+            .order_by(allow_entries_table.c.sort_key, allow_entries_table.c.prefixlen)
+        )
+        return [
+            AllowEntry(ip_network(r.network), r.created, r.expires, r.actor, r.note)
+            for r in self.conn.execute(query)
+        ]
+
+    def save_allow_entry(self, entry: AllowEntry) -> None:
+        values = {
+            **_network_values(entry.network),
+            "created": entry.created,
+            "expires": entry.expires,
+            "actor": entry.actor,
+            "note": entry.note,
+        }
+        key = allow_entries_table.c.network == values["network"]
+        update_or_insert(self.conn, allow_entries_table, key, values, {})
+
+    def delete_allow_entry(self, network: str) -> bool:
+        query = delete(allow_entries_table).where(allow_entries_table.c.network == network)
+        return self.conn.execute(query).rowcount > 0
+
+    def record_pushes(self, device: str, ips: Sequence[str], now: int, expires: int) -> None:
+        """Remember quarantines banfeed placed on ``device`` (replacing older records)."""
+        for chunk in chunks(list(ips)):
+            self.conn.execute(
+                delete(pushes).where(pushes.c.device == device, pushes.c.ip.in_(chunk))
+            )
+        bulk_insert(
+            self.conn,
+            pushes,
+            ("device", "ip", "pushed", "expires"),
+            [(device, ip, now, expires) for ip in ips],
+        )
+        self.conn.execute(delete(pushes).where(pushes.c.expires < now))
+
+    def pushed_to(self, device: str, since: int) -> dict[str, tuple[int, int]]:
+        """``ip -> (pushed, expires)`` for quarantines banfeed placed on ``device`` that were still
+        running at ``since``: bounded by what was pushed, not by what the device lists."""
+        query = select(pushes).where(pushes.c.device == device, pushes.c.expires >= since)
+        return {r.ip: (r.pushed, r.expires) for r in self.conn.execute(query)}
+
+    def bans_by_network(self, networks: Sequence[str]) -> dict[str, Ban]:
+        """Ban rows (expired ones too) for these network texts."""
+        found: dict[str, Ban] = {}
+        for chunk in chunks(list(networks)):
+            for r in self.conn.execute(select(bans).where(bans.c.network.in_(chunk))):
+                found[r.network] = Ban(
+                    ip_network(r.network),
+                    r.created,
+                    r.expires,
+                    BanOrigin(r.provenance),
+                    r.actor,
+                    r.note,
+                )
+        return found
