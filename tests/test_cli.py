@@ -13,7 +13,7 @@ import pytest
 
 from banfeed import simulator
 from banfeed.config import load
-from conftest import cli, fortigate_toml, write_config
+from conftest import T0, cli, fortigate_toml, write_config
 
 RECORD_KEYS = {
     "ip",
@@ -39,10 +39,10 @@ def refused_url() -> str:
 def site(fleet: simulator.SimFleet, run_sim: Any, tmp_path: Path) -> dict[str, Any]:
     """Four FortiGates as the issue describes, a config, and the environment with tokens."""
     a = fleet.add_device("fw-a", token=SECRET, vdoms=["root", "dmz"], entries=30, ipv6_ratio=0.3)
-    a.add("dmz", "2a00:1450:4001:81c::200e", created=1_799_999_990, source="IPS")
+    a.add("dmz", "2a00:1450:4001:81c::200e", created=T0 - 10, source="IPS")
     c = fleet.add_device("fw-c", token="tok-c", entries=10, fault="invalid")
     for ip in ("10.9.8.7", "127.0.0.1", "169.254.1.1", "203.0.113.9", "8.8.8.8", "9.9.9.9"):
-        c.add("root", ip, created=1_799_999_990, source="DoS")
+        c.add("root", ip, created=T0 - 10, source="DoS")
     fleet.add_device("fw-d", token="tok-d", entries=3)
     urls = run_sim()
     body = (
@@ -137,7 +137,7 @@ def test_list_json_has_the_documented_shape(site: dict[str, Any]) -> None:
 
 def test_show_explains_offenses_per_device_and_vdom(site: dict[str, Any]) -> None:
     site["fleet"].devices["fw-a"].add(
-        "root", "2a00:1450:4001:81c::200e", created=1_799_999_995, source="AV"
+        "root", "2a00:1450:4001:81c::200e", created=T0 - 5, source="AV"
     )
     cli("collect", env=site["env"])
     result = cli(
@@ -151,7 +151,8 @@ def test_show_explains_offenses_per_device_and_vdom(site: dict[str, Any]) -> Non
     origins = {(o["device"], o["vdom"]): o for o in record["by_origin"]}
     assert origins[("fw-a", "dmz")]["causes"] == {"IPS": 1}
     assert origins[("fw-a", "root")]["causes"] == {"AV": 1}
-    assert record["feeds"]["quarantine"] == {"listed": True, "reason": None}
+    assert record["feeds"]["quarantine"]["listed"] is True
+    assert record["feeds"]["quarantine"]["why"] == "offender"
     suppressed = json.loads(cli("show", "8.8.8.8", "--format", "json", env=site["env"]).output)
     assert suppressed["state"] == "suppressed"
     assert suppressed["feeds"]["quarantine"]["listed"] is False
@@ -223,6 +224,6 @@ def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_simulate_lists_exactly_the_simulators_fault_modes() -> None:
-    from banfeed.cli.loop import FAULT_MODES
+    from banfeed.cli.trying import FAULT_MODES
 
     assert FAULT_MODES == simulator.FAULTS

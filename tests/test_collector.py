@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from banfeed import compose, simulator
 from banfeed import config as config_mod
-from banfeed import service, simulator
-from banfeed.collector import BACKOFF_BASE, CycleReport
-from banfeed.publish import feed_offenders
+from banfeed.collector import CycleReport
+from banfeed.policy import BACKOFF_BASE
+from banfeed.store import open_store
 from banfeed.store.schema import offenders, offenses
-from conftest import T0, Clock
+from conftest import T0, Clock, build_feed
 
 DAY = 86400
 
@@ -30,17 +31,17 @@ def free_port() -> int:
 
 def make_runtime(
     store_url: str, devices: list[dict[str, Any]], tmp_path: Path, clock: Clock, **sections: Any
-) -> service.Runtime:
+) -> compose.Runtime:
     data = {"store": {"url": store_url}, "fortigates": devices, **sections}
     cfg = config_mod.parse(data, base_dir=tmp_path)
-    return service.runtime(cfg, create_store=True, clock=clock)
+    return compose.Runtime(cfg, open_store(cfg.store_url(), create=True), clock)
 
 
-def cycle(rt: service.Runtime) -> CycleReport:
+def cycle(rt: compose.Runtime) -> CycleReport:
     return asyncio.run(rt.collector().cycle())
 
 
-def table_rows(rt: service.Runtime, table: sa.Table) -> list[Any]:
+def table_rows(rt: compose.Runtime, table: sa.Table) -> list[Any]:
     with rt.store.read() as tx:
         return list(tx.conn.execute(sa.select(table)))
 
@@ -53,13 +54,13 @@ def four(
     tmp_path: Path,
     monkeypatch: Any,
     clock: Clock,
-) -> Iterator[tuple[service.Runtime, simulator.SimFleet, Clock]]:
+) -> Iterator[tuple[compose.Runtime, simulator.SimFleet, Clock]]:
     """The issue's scenario: healthy with two VDOMs, down, invalid + never-block, bad token."""
     healthy = fleet.add_device("fw-a", token="tok-a", vdoms=["root", "dmz"], entries=20)
-    healthy.add("root", "2a00:1450:4001:81c::200e", created=1_799_999_000, expires=None)
+    healthy.add("root", "2a00:1450:4001:81c::200e", created=T0 - 1000, expires=None)
     dirty = fleet.add_device("fw-c", token="tok-c", vdoms=["root"], entries=5, fault="invalid")
     for ip in ("10.1.2.3", "127.0.0.1", "192.0.2.77", "::ffff:192.168.1.1", "8.8.8.8"):
-        dirty.add("root", ip, created=1_799_999_950)
+        dirty.add("root", ip, created=T0 - 50)
     fleet.add_device("fw-d", token="tok-d", vdoms=["root"], entries=5)
     urls = run_sim()
     monkeypatch.setenv("TOK_A", "tok-a")
@@ -73,7 +74,7 @@ def four(
     ]
     rt = make_runtime(store_url, devices, tmp_path, clock, allowlist={"networks": ["8.8.8.0/24"]})
     yield rt, fleet, clock
-    rt.close()
+    rt.store.close()
 
 
 def test_one_failing_device_never_stops_the_others(four: Any) -> None:
@@ -103,9 +104,9 @@ def test_invalid_and_never_block_entries_are_never_published(four: Any) -> None:
     rt, _fleet, clock = four
     cycle(rt)
     with rt.store.read() as tx:
-        published = feed_offenders(
-            conn, service.feed_spec(rt.config.feeds[0]), service.allowlist(rt.config), T0
-        )
+        published = build_feed(
+            tx, compose.feed_spec(rt.config.feeds[0]), compose.feed_policy(rt.config), T0
+        ).offenders
         stored = {r.ip for r in tx.conn.execute(sa.select(offenders.c.ip))}
     texts = {str(o.ip) for o in published}
     assert len(texts) == 21 + 20 + 5
@@ -154,7 +155,7 @@ def test_a_new_created_is_a_new_offense_and_escalates(four: Any) -> None:
     ip = "2a00:1450:4001:81c::200e"
     cycle(rt)
     device.remove("root", ip)
-    device.add("dmz", ip, created=1_800_000_100, source="DoS")  # quarantined again
+    device.add("dmz", ip, created=T0 + 100, source="DoS")  # quarantined again
     clock.now += 60
     report = cycle(rt)
     assert report.new_offenses == 1 and report.updated_offenders == 1
@@ -163,11 +164,11 @@ def test_a_new_created_is_a_new_offense_and_escalates(four: Any) -> None:
         history = tx.offenses_of(ip)
     assert offender is not None
     assert offender.offense_count == 2
-    assert offender.first_offense == 1_799_999_000 and offender.last_offense == 1_800_000_100
+    assert offender.first_offense == T0 - 1000 and offender.last_offense == T0 + 100
     assert offender.sources == ("DoS", "IPS")
     assert offender.vdoms == ("fw-a/dmz", "fw-a/root")
     # 30 days × 2 for the second offense (the default retention)
-    assert offender.active_until == 1_800_000_100 + 60 * DAY
+    assert offender.active_until == T0 + 100 + 60 * DAY
     assert [(o.vdom, o.source) for o in history] == [("root", "IPS"), ("dmz", "DoS")]
 
 
@@ -214,7 +215,7 @@ def test_rate_limit_honours_retry_after(
     with rt.store.read() as tx:
         status = tx.device_statuses()[("fw", "root")]
     assert status.backoff_until == clock.now + max(BACKOFF_BASE, 60)
-    rt.close()
+    rt.store.close()
 
 
 def test_a_cycle_is_one_transaction(four: Any) -> None:
@@ -255,7 +256,7 @@ def test_vdom_star_polls_every_vdom_in_one_request(
     with rt.store.read() as tx:
         assert {s.vdom for s in tx.device_statuses().values()} == {"*"}
         assert tx.count_offenses() == 12
-    rt.close()
+    rt.store.close()
 
 
 def test_stopping_mid_write_finishes_the_transaction(
@@ -288,7 +289,7 @@ def test_stopping_mid_write_finishes_the_transaction(
     with rt.store.read() as tx:
         assert tx.count_offenses() == 20_000  # the whole cycle, not part of it
         assert tx.count_offenders() == 20_000
-    rt.close()
+    rt.store.close()
 
 
 @pytest.mark.parametrize(("concurrency", "expected"), [(2, 2), (16, 6)])
@@ -319,4 +320,4 @@ def test_polls_run_concurrently_within_the_bound(
     report = cycle(rt)
     assert not report.failed and report.new_offenses == 12
     assert fleet.max_in_flight == expected  # six VDOM polls: all at once, or two at a time
-    rt.close()
+    rt.store.close()

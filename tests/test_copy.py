@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import Connection, Table, func, insert, select
 
 from banfeed.errors import InputError, StoreError
-from banfeed.publish import FeedPolicy, FeedSpec, build_feed, render_text
 from banfeed.models import AllowEntry, Ban, Event, Offender, Offense
 from banfeed.net import parse_network
 from banfeed.policy import Allowlist
+from banfeed.publish import FeedPolicy, FeedSpec, build_feed, render_text
 from banfeed.store import Store, open_store
 from banfeed.store import copy as store_copy
 from banfeed.store.copy import RUNTIME_ONLY, SEQUENCED, TABLES, copy_store
@@ -219,7 +219,9 @@ def test_copy_keeps_every_row_of_every_table(tmp_path: Path, pg_url: str) -> Non
     with sql(pg_url) as conn:  # every generated id continues after the copied ones
         for table in SEQUENCED:
             top = tx.conn.execute(select(func.max(table.c.id))).scalar_one()
-            new = tx.conn.execute(insert(table).values(synthetic_row(table, 99))).inserted_primary_key
+            new = tx.conn.execute(
+                insert(table).values(synthetic_row(table, 99))
+            ).inserted_primary_key
             assert new is not None and new[0] > top
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from banfeed.errors import ExportError
-from banfeed.publish import FeedPolicy, FeedSpec, Publisher
-from banfeed.publish.render import text_body, write_atomically
-from banfeed.setupkit import fortigate_config
 from banfeed.models import Ban, BanOrigin, Offender, OffenderStatus
 from banfeed.policy import Allowlist
+from banfeed.publish import FeedPolicy, FeedSpec, Publisher
+from banfeed.publish.render import text_body, write_atomically
 from banfeed.server.cache import FeedCache
+from banfeed.setupkit import fortigate_config
 from banfeed.store import open_store
 from conftest import T0, Clock, build_feed
 
@@ -23,7 +23,15 @@ POLICY = FeedPolicy(NONE)
 
 def offender(ip: str, last: int = T0, count: int = 1, until: int | None = None) -> Offender:
     return Offender(
-        ip_address(ip), last, last, count, ("IPS",), ("fw",), ("fw/root",), until, OffenderStatus.LISTED
+        ip_address(ip),
+        last,
+        last,
+        count,
+        ("IPS",),
+        ("fw",),
+        ("fw/root",),
+        until,
+        OffenderStatus.LISTED,
     )
 
 

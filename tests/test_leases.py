@@ -45,7 +45,7 @@ def test_a_lease_cannot_be_claimed_twice(store_url: str) -> None:
     a, b = Leases(store, clock, "a"), Leases(store, clock, "b")
     a.assign(KEYS[:1])
     # b saw the lease free a moment ago; a conditional claim must still lose to a's ownership
-    with store.write() as tx:
+    with store.raw_write() as conn:
         assert not Leases._set_owner(conn, "fw-00", "root", None, "b", T0)
     assert owners(store)[("fw-00", "root")] == "a"
     del b

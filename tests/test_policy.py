@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from banfeed.models import Offender
 from banfeed.net import NetworkSet, parse_address
 from banfeed.policy import (
+    AllowKind,
+    AllowLabel,
     Allowlist,
     Retention,
     is_active,
@@ -234,9 +236,9 @@ def offender(ip: str, *, status: str = "listed", active_until: int | None = NOW 
 
 ALLOW: Allowlist = NetworkSet(
     [
-        (IPv4Network("8.0.0.0/8"), "config"),
-        (IPv4Network("8.8.8.0/24"), "store entry 3"),
-        (IPv6Network("2a00:1450::/32"), "config"),
+        (IPv4Network("8.0.0.0/8"), AllowLabel(AllowKind.CONFIG, "config")),
+        (IPv4Network("8.8.8.0/24"), AllowLabel(AllowKind.STORE, "store entry 3")),
+        (IPv6Network("2a00:1450::/32"), AllowLabel(AllowKind.CONFIG, "config")),
     ]
 )
 EMPTY: Allowlist = NetworkSet()
@@ -290,7 +292,7 @@ def test_suppression_reason_names_the_cause() -> None:
     )
     assert suppression_reason(IPv4Address("8.1.1.1"), ALLOW) == "allowlisted: 8.0.0.0/8 (config)"
     # Never-block takes precedence over the allowlist.
-    both: Allowlist = NetworkSet([(IPv4Network("10.0.0.0/8"), "config")])
+    both: Allowlist = NetworkSet([(IPv4Network("10.0.0.0/8"), AllowLabel(AllowKind.CONFIG, "c"))])
     assert suppression_reason(IPv4Address("10.0.0.1"), both) == "never-block: private (RFC 1918)"
     assert suppression_reason(IPv4Address("1.1.1.1"), ALLOW) is None
 

@@ -21,10 +21,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from banfeed.publish import FeedPolicy, FeedSpec
 from banfeed.models import AllowEntry, Ban, Offender
 from banfeed.net import NEVER_BLOCK, carve
 from banfeed.policy import Escalation, PrefixGuard, build_allowlist
+from banfeed.publish import FeedPolicy, FeedSpec
 from banfeed.store import Store, open_store
 from conftest import T0, build_feed
 

@@ -188,7 +188,7 @@ def test_health_ready_metrics_index(site: dict[str, Any]) -> None:
     fortigate(url, "nope")
     assert httpx.get(f"{url}/healthz").text == "ok\n"
     ready = wait_for(lambda: (r := httpx.get(f"{url}/readyz")).status_code == 200 and r)
-    assert ready.json() == {"ready": True, "problems": []}
+    assert ready.json() == {"ready": True, "problems": [], "collection": [], "publishing": None}
     metrics = httpx.get(f"{url}/metrics").text
     assert 'banfeed_feed_requests_total{feed="quarantine",status="200"}' in metrics
     assert 'banfeed_feed_entries{feed="quarantine"} 105.0' in metrics
@@ -253,11 +253,11 @@ def banfeed_process(path: Path, *args: str) -> subprocess.Popen[str]:
 def consistent(db: Path) -> tuple[int, int]:
     """The store's invariants hold; returns (offenses, offenders)."""
     with sqlite3.connect(db) as conn:
-        assert tx.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        offenses = tx.conn.execute("SELECT count(*) FROM offenses").fetchone()[0]
-        counted = tx.conn.execute("SELECT coalesce(sum(offense_count), 0) FROM offenders").fetchone()
-        distinct = tx.conn.execute("SELECT count(DISTINCT ip) FROM offenses").fetchone()[0]
-        offenders = tx.conn.execute("SELECT count(*) FROM offenders").fetchone()[0]
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        offenses = conn.execute("SELECT count(*) FROM offenses").fetchone()[0]
+        counted = conn.execute("SELECT coalesce(sum(offense_count), 0) FROM offenders").fetchone()
+        distinct = conn.execute("SELECT count(DISTINCT ip) FROM offenses").fetchone()[0]
+        offenders = conn.execute("SELECT count(*) FROM offenders").fetchone()[0]
     assert counted[0] == offenses and distinct == offenders
     return offenses, offenders
 
@@ -351,8 +351,8 @@ def test_demo_serves_a_feed_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
 def _behind_the_back(db: Path, statement: str) -> None:
     with sqlite3.connect(db) as conn:
-        tx.conn.execute(statement)
-        tx.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
+        conn.execute(statement)
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
 
 
 def test_mass_drop_guard_keeps_serving_the_last_good_feed(site: dict[str, Any]) -> None:

@@ -251,6 +251,7 @@ def test_allow_list_shows_a_far_expiry_as_9999(poisoned: dict[str, Any]) -> None
 
 
 def test_feeds_command_shows_a_far_fetch_time_as_9999(poisoned: dict[str, Any]) -> None:
+    run(poisoned["env"], "export")  # publishes a version: `feeds` reads what was published
     rows = json.loads(run(poisoned["env"], "feeds", "--format", "json"))
     feed = next(r for r in rows if r["feed"] == FEED)
     assert feed["entries"] >= 5

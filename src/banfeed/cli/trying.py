@@ -35,6 +35,11 @@ FAULT_MODES = (
     "424",
     "429",
     "reset",
+    "drip",
+    "drip-headers",
+    "slow-chunked",
+    "nested",
+    "bad-time",
 )
 
 
