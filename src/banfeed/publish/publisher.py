@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..errors import ConflictError
+from ..errors import ConflictError, StoreError
 from ..models import EventKind, FeedState, FeedVersion, Offender
 from ..net import parse_address, parse_network
 from ..store import Store, Tx
@@ -214,7 +214,19 @@ class Publisher:
                     )
                 for state in changes:
                     tx.save_feed_state(state)
-        except ConflictError as exc:  # a replica recorded the same version first: it is served
+        except ConflictError as exc:
+            # A replica recorded the same version number first (the unique key): fine, that
+            # one is served. Anything else that conflicted is a write that did not happen.
+            with self.store.read() as tx:
+                missing = [
+                    v.feed
+                    for v in versions
+                    if (tx.latest_version(v.feed, with_body=False) or v).number < v.number
+                ]
+            if missing:
+                raise StoreError(
+                    f"could not record versions of {', '.join(missing)}: {exc}"
+                ) from exc
             log.info("feed versions recorded by another replica (%s)", exc)
         for version in versions:
             log.info(
