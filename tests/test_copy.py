@@ -14,15 +14,16 @@ import pytest
 from sqlalchemy import Connection, Table, func, insert, select
 
 from banfeed.errors import InputError, StoreError
-from banfeed.models import AllowEntry, Ban, Event, Offender, Offense
+from banfeed.models import AllowEntry, Ban, BanOrigin, Event, EventKind, Offender, Offense
 from banfeed.net import parse_network
 from banfeed.policy import Allowlist
-from banfeed.publish import FeedPolicy, FeedSpec, build_feed, render_text
+from banfeed.publish import FeedPolicy, FeedSpec
+from banfeed.publish.render import text_body
 from banfeed.store import Store, open_store
 from banfeed.store import copy as store_copy
 from banfeed.store.copy import RUNTIME_ONLY, SEQUENCED, TABLES, copy_store
 from banfeed.store.schema import leases, metadata, pushes, replicas
-from conftest import T0, cli
+from conftest import T0, build_feed, cli
 
 POLICY = FeedPolicy(Allowlist())
 
@@ -33,25 +34,22 @@ def filled(url: str) -> None:
         IPv6Address(0x2A001450400100000000000000000000 + i) for i in range(50)
     ]
     with store.write() as tx:
-        q.insert_offenses(
-            conn,
+        tx.insert_offenses(
             [
                 (Offense("fw", "root", a, T0 - i, None, "IPS"), str(a))
                 for i, a in enumerate(addresses)
             ],
             seen=T0,
         )
-        q.insert_offenders(
-            conn,
+        tx.insert_offenders(
             [
-                q.offender_tuple(
-                    Offender(a, T0, T0, 1, ("IPS",), ("fw",), ("fw/root",), None, "listed"), T0
-                )
+                Offender(a, T0, T0, 1, ("IPS",), ("fw",), ("fw/root",), None, "listed")
                 for a in addresses
             ],
+            T0,
         )
-        tx.insert_events([Event(T0, "banned", "151.101.0.0/24", "alice", "test")])
-        tx.save_ban(Ban(parse_network("151.101.0.0/24"), T0, None, "manual", "alice"))
+        tx.insert_events([Event(T0, EventKind.BANNED, "151.101.0.0/24", "alice", "test")])
+        tx.save_ban(Ban(parse_network("151.101.0.0/24"), T0, None, BanOrigin.MANUAL, "alice"))
         tx.save_allow_entry(AllowEntry(parse_network("45.33.0.0/28"), T0, None, "bob"))
         tx.bump_version()
     store.close()
@@ -60,9 +58,9 @@ def filled(url: str) -> None:
 def feed_bytes(url: str) -> bytes:
     store = open_store(url)
     with store.read() as tx:
-        build = build_feed(conn, FeedSpec("f"), POLICY, T0)
+        build = build_feed(tx, FeedSpec("f"), POLICY, T0)
     store.close()
-    return render_text(build, T0, build.allowlist)
+    return text_body(build.entries)
 
 
 def test_copy_sqlite_to_postgresql_and_back(tmp_path: Path, pg_url: str) -> None:
@@ -97,7 +95,7 @@ def test_backup_while_writing(tmp_path: Path) -> None:
         n = 0
         while not stop.is_set():
             with store.write() as tx:
-                tx.insert_events([Event(T0 + n, "note", None, "writer", str(n))])
+                tx.insert_events([Event(T0 + n, EventKind.IMPORTED, None, "writer", str(n))])
             n += 1
         store.close()
 
@@ -112,8 +110,8 @@ def test_backup_while_writing(tmp_path: Path) -> None:
         thread.join()
     assert result.exit_code == 0, result.output + result.stderr
     with sqlite3.connect(tmp_path / "backup.db") as conn:
-        assert tx.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert tx.conn.execute("SELECT count(*) FROM offenders").fetchone() == (350,)
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM offenders").fetchone() == (350,)
     assert feed_bytes(f"sqlite:///{tmp_path / 'backup.db'}") == feed_bytes(url)
     exists = cli("--config", str(config), "db", "backup", str(tmp_path / "backup.db"))
     assert exists.exit_code == 2
@@ -170,28 +168,28 @@ def fill_every_table(url: str) -> None:
     every table still empty after that (device status, feed state, tables added later)."""
     filled(url)
     with sql(url) as conn:
-        tx.conn.execute(
+        conn.execute(
             insert(pushes),
             [
                 {"device": "fw2", "ip": "45.33.0.200", "pushed": T0, "expires": T0 + 3600},
                 {"device": "fw2", "ip": "2a00:1450:4001::7", "pushed": T0, "expires": T0 + 60},
             ],
         )
-        tx.conn.execute(insert(replicas).values(id="host:1", started=T0, heartbeat=T0))
-        tx.conn.execute(insert(leases).values(device="fw", vdom="root", owner="host:1", since=T0))
+        conn.execute(insert(replicas).values(id="host:1", started=T0, heartbeat=T0))
+        conn.execute(insert(leases).values(device="fw", vdom="root", owner="host:1", since=T0))
         for table in metadata.sorted_tables:
             if not _count(conn, table):
-                tx.conn.execute(insert(table), [synthetic_row(table, n) for n in range(3)])
+                conn.execute(insert(table), [synthetic_row(table, n) for n in range(3)])
         assert all(_count(conn, t) for t in metadata.sorted_tables)
 
 
 def _count(conn: Connection, table: Table) -> int:
-    return int(tx.conn.execute(select(func.count()).select_from(table)).scalar_one())
+    return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
 def contents(url: str, tables: Sequence[Table] = TABLES) -> dict[str, list[tuple[Any, ...]]]:
     with sql(url) as conn:  # sorted in Python: the two databases order text differently
-        return {t.name: sorted(map(tuple, tx.conn.execute(select(t))), key=repr) for t in tables}
+        return {t.name: sorted(map(tuple, conn.execute(select(t))), key=repr) for t in tables}
 
 
 def copy(source: str, target: str) -> dict[str, int]:
@@ -218,10 +216,8 @@ def test_copy_keeps_every_row_of_every_table(tmp_path: Path, pg_url: str) -> Non
 
     with sql(pg_url) as conn:  # every generated id continues after the copied ones
         for table in SEQUENCED:
-            top = tx.conn.execute(select(func.max(table.c.id))).scalar_one()
-            new = tx.conn.execute(
-                insert(table).values(synthetic_row(table, 99))
-            ).inserted_primary_key
+            top = conn.execute(select(func.max(table.c.id))).scalar_one()
+            new = conn.execute(insert(table).values(synthetic_row(table, 99))).inserted_primary_key
             assert new is not None and new[0] > top
 
 
@@ -230,7 +226,7 @@ def test_copy_refuses_a_target_replicas_use(tmp_path: Path) -> None:
     filled(source)
     open_store(target, create=True).close()
     with sql(target) as conn:
-        tx.conn.execute(insert(replicas).values(id="host:1", started=T0, heartbeat=T0))
+        conn.execute(insert(replicas).values(id="host:1", started=T0, heartbeat=T0))
     with pytest.raises(InputError, match=r"not empty \(replicas\): copy into a new one"):
         copy(source, target)
     left = contents(target)

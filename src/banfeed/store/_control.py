@@ -55,7 +55,7 @@ class ControlQueries:
                 [
                     {
                         "time": e.time,
-                        "kind": e.kind.value,
+                        "kind": str(e.kind),
                         "ip": e.ip,
                         "actor": e.actor,
                         "detail": e.detail,
