@@ -6,16 +6,16 @@ answers ``{"ok": true, ...}`` with ``seconds`` (the measured work only) and ``pe
 process's ru_maxrss so far), or ``{"ok": false, "error": ...}``.
 
 - ``open``: config for ``devices`` [[name, url], ...] with ``token`` and ``concurrency``, a
-  fresh SQLite store at ``db`` (``config.parse`` → ``service.runtime``, as bench/collect_100k.py).
+  fresh SQLite store at ``db`` (``config.parse`` → ``compose.Runtime``, as bench/collect_100k.py).
 - ``cycle``: one real collect cycle (``rt.collector().cycle()``); offense/offender/event rows
   written, counted in the store before and after.
-- ``export``: the plain feed as ``banfeed export --output`` does it: ``build_feed`` +
-  ``render_text`` + ``write_atomically`` to ``out``.
+- ``export``: the plain feed as ``banfeed export --output`` does it: ``Publisher.publish``,
+  then the served version's body (``publish.served``) + ``write_atomically`` to ``out``.
 - ``fetch``: the anchor: httpx GET + ``json.loads`` of every device's answer, with the same
   concurrency bound as banfeed (an asyncio semaphore of ``concurrency``), one shared client.
 - ``fill``: offenders inserted straight into the store from a file of addresses (not measured
   against anything: it only prepares the aggregation benchmark).
-- ``aggfeed``: ``build_feed`` of ``FeedSpec(aggregate=True)`` + ``render_text``, written to
+- ``aggfeed``: ``build_feeds`` of ``FeedSpec(aggregate=True)`` + ``text_body``, written to
   ``out`` with a plain write (iprange's side writes with a plain shell redirect).
 - ``fingerprints``: the answer fingerprints the store keeps per device.
 - ``quit``.
@@ -46,11 +46,15 @@ _STARTED = time.perf_counter()
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from banfeed import config, service  # noqa: E402
-from banfeed.feeds import FeedSpec, build_feed, render_text, write_atomically  # noqa: E402
-from banfeed.models import Offender  # noqa: E402
-from banfeed.store import queries as q  # noqa: E402
+from banfeed import compose, config, publish  # noqa: E402
+from banfeed.models import Family, Offender, OffenderStatus  # noqa: E402
+from banfeed.publish import FeedSpec, build_feeds  # noqa: E402
+from banfeed.publish.publisher import read_inputs  # noqa: E402
+from banfeed.publish.render import text_body, write_atomically  # noqa: E402
+from banfeed.store import open_store  # noqa: E402
+from banfeed.store._offenders import OffenderQueries  # noqa: E402
 from banfeed.store.schema import events, offenders, offenses  # noqa: E402
+from banfeed.timeutil import system_clock  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _STARTED
 BANNED_PATH = "/api/v2/monitor/user/banned"
@@ -169,20 +173,20 @@ def measured(profile: bool, work: Callable[[], T]) -> tuple[T, float, dict[str, 
 
 class Side:
     def __init__(self) -> None:
-        self.rt: service.Runtime | None = None
+        self.rt: compose.Runtime | None = None
         self.devices: list[tuple[str, str]] = []
         self.token = ""
         self.concurrency = 16
 
     @property
-    def runtime(self) -> service.Runtime:
+    def runtime(self) -> compose.Runtime:
         assert self.rt is not None, "open first"
         return self.rt
 
     def counts(self) -> dict[str, int]:
-        with self.runtime.store.read() as conn:
+        with self.runtime.store.read() as tx:
             return {
-                t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                t.name: tx.conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
                 for t in (offenses, offenders, events)
             }
 
@@ -205,7 +209,7 @@ class Side:
             base_dir=folder,
         )
         t = time.perf_counter()
-        self.rt = service.runtime(cfg, create_store=True)
+        self.rt = compose.Runtime(cfg, open_store(cfg.store_url(), create=True), system_clock)
         return {"seconds": time.perf_counter() - t, "import_seconds": IMPORT_SECONDS}
 
     def cycle(self, profile: bool = False, repr_cost: bool = False) -> dict[str, Any]:
@@ -214,7 +218,7 @@ class Side:
         SIGINT handler, ``partial(main_task=task)``, so a large task result would be repr'd
         in full twice (``signal.getsignal`` and ``signal.signal`` each build a ValueError
         message). ``repr_cost`` measures what that costs when the report is the result, as
-        with ``banfeed collect`` (``asyncio.run(service.collect_once(rt))``)."""
+        with ``banfeed collect`` (``asyncio.run(cycles.collect_once(rt))``)."""
         before = self.counts()
         collector = self.runtime.collector()
 
@@ -240,15 +244,15 @@ class Side:
 
     def export(self, out: str, profile: bool = False) -> dict[str, Any]:
         rt = self.runtime
-        policy = service.feed_policy(rt.config)
-        spec = service.feed_spec(rt.config.feed("quarantine"))
 
         def work() -> int:
-            now = int(rt.clock())
-            with rt.store.read() as conn:
-                build = build_feed(conn, spec, policy, now)
-            write_atomically(Path(out), render_text(build, now, build.allowlist))
-            return len(build.entries)
+            publisher = rt.publisher()
+            publisher.publish()
+            with rt.store.read() as tx:
+                shown = publish.served(tx, "quarantine")
+            assert shown is not None, "nothing published"
+            write_atomically(Path(out), shown.body())
+            return shown.version.entries
 
         lines, elapsed, summary = measured(profile, work)
         return {"seconds": elapsed, "lines": lines, "profile": summary}
@@ -283,25 +287,25 @@ class Side:
             for line in handle:
                 ip = IPv4Address(line.strip())
                 offender = Offender(
-                    ip, now, now, 1, ("IPS",), ("fw",), ("fw/root",), None, "listed"
+                    ip, now, now, 1, ("IPS",), ("fw",), ("fw/root",), None, OffenderStatus.LISTED
                 )
-                rows.append(q.offender_tuple(offender, now))
-        with rt.store.write() as conn:
-            q.insert_offenders(conn, rows)
-            q.bump_version(conn)
+                rows.append(offender)
+        with rt.store.write() as tx:
+            tx.insert_offenders(rows, now)
+            tx.bump_version()
         return {"seconds": time.perf_counter() - t, "offenders": len(rows)}
 
     def aggfeed(self, out: str, profile: bool = False) -> dict[str, Any]:
         rt = self.runtime
-        policy = service.feed_policy(rt.config)
-        spec = FeedSpec("aggregated", family="ipv4", aggregate=True, max_entries=MAX_ENTRIES)
+        policy = compose.feed_policy(rt.config)
+        spec = FeedSpec("aggregated", family=Family.IPV4, aggregate=True, max_entries=MAX_ENTRIES)
 
         def work() -> int:
             now = int(rt.clock())
-            with rt.store.read() as conn:
-                build = build_feed(conn, spec, policy, now)
+            with rt.store.read() as tx:
+                build = build_feeds([spec], policy, read_inputs(tx, now))[spec.name]
             with open(out, "wb") as handle:
-                handle.write(render_text(build, now, build.allowlist))
+                handle.write(text_body(build.entries))
             return len(build.entries)
 
         lines, elapsed, summary = measured(profile, work)
@@ -316,13 +320,11 @@ class Side:
         """
         import tracemalloc
 
-        from banfeed.store import queries
-
         rt = self.runtime
         collector = rt.collector()
         now = int(rt.clock())
-        with rt.store.read() as conn:
-            statuses = q.device_statuses(conn)
+        with rt.store.read() as tx:
+            statuses = tx.device_statuses()
         snaps: dict[str, Any] = {}
 
         def tops(snapshot: Any) -> list[tuple[str, float]]:
@@ -335,11 +337,11 @@ class Side:
                 for st in stats
             ]
 
-        real_insert = queries.insert_offenses
+        real_insert = OffenderQueries.insert_offenses
 
-        def insert_offenses(*args: Any, **kwargs: Any) -> None:
+        def insert_offenses(self: OffenderQueries, items: Any, seen: int) -> None:
             snaps["write"] = tracemalloc.take_snapshot()
-            real_insert(*args, **kwargs)
+            real_insert(self, items, seen)
 
         tracemalloc.start()
         results = asyncio.run(collector.poll(statuses, now))
@@ -347,11 +349,11 @@ class Side:
         snaps["poll"] = tracemalloc.take_snapshot()
         rss_poll = peak_kib()
         tracemalloc.reset_peak()
-        queries.insert_offenses = insert_offenses
+        OffenderQueries.insert_offenses = insert_offenses  # type: ignore[method-assign]
         try:
             collector._write(results, statuses, now)
         finally:
-            queries.insert_offenses = real_insert
+            OffenderQueries.insert_offenses = real_insert  # type: ignore[method-assign]
         write_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return {
@@ -371,8 +373,8 @@ class Side:
         }
 
     def fingerprints(self) -> dict[str, Any]:
-        with self.runtime.store.read() as conn:
-            statuses = q.device_statuses(conn)
+        with self.runtime.store.read() as tx:
+            statuses = tx.device_statuses()
         return {"fingerprints": {d: s.fingerprint for (d, _v), s in statuses.items()}}
 
 
@@ -393,7 +395,7 @@ def main() -> None:
         out.write(json.dumps(answer) + "\n")
         out.flush()
     if side.rt is not None:
-        side.rt.close()
+        side.rt.store.close()
     os._exit(0)  # skip teardown of a large heap: nothing left to flush
 
 

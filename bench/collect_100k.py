@@ -16,14 +16,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from banfeed import config, service, simulator
+from banfeed import compose, config, simulator
+from banfeed.store import open_store
 from banfeed.store.schema import events, offenders, offenses
 
 
-def counts(rt: service.Runtime) -> dict[str, int]:
-    with rt.store.read() as conn:
+def counts(rt: compose.Runtime) -> dict[str, int]:
+    with rt.store.read() as tx:
         return {
-            t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+            t.name: tx.conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
             for t in (offenses, offenders, events)
         }
 
@@ -46,7 +47,7 @@ def main() -> None:
             },
             base_dir=Path(tmp),
         )
-        rt = service.runtime(cfg, create_store=True, clock=lambda: now[0])
+        rt = compose.Runtime(cfg, open_store(cfg.store_url(), create=True), lambda: now[0])
         before = counts(rt)
         runs = [
             ("first collect", None),
@@ -70,7 +71,7 @@ def main() -> None:
                 f"{label}: {elapsed:.2f}s, new offenses {report.new_offenses:,}, "
                 f"rows written {written}"
             )
-        rt.close()
+        rt.store.close()
 
 
 if __name__ == "__main__":

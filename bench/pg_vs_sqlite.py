@@ -22,8 +22,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from banfeed import compose
 from banfeed import config as config_mod
-from banfeed import service
+from banfeed.store import open_store
+from banfeed.timeutil import system_clock
 
 
 def free_base_port(count: int) -> int:
@@ -43,7 +45,7 @@ def free_base_port(count: int) -> int:
     raise SystemExit("no free port range")
 
 
-def cycle(rt: service.Runtime) -> tuple[float, int]:
+def cycle(rt: compose.Runtime) -> tuple[float, int]:
     began = time.perf_counter()
     report = asyncio.run(rt.collector().cycle())
     assert not report.failed, [r.error for r in report.failed]
@@ -117,7 +119,7 @@ def main() -> None:
             cfg = config_mod.parse(
                 {"store": {"url": url}, "fortigates": fortigates}, base_dir=folder
             )
-            rt = service.runtime(cfg, create_store=True)
+            rt = compose.Runtime(cfg, open_store(cfg.store_url(), create=True), system_clock)
             first, new = cycle(rt)
             steady, none = cycle(rt)
             results[name] = [first, steady]
@@ -125,7 +127,7 @@ def main() -> None:
                 f"{name:>10}: first cycle {first:6.2f}s ({new:,} new offenses), "
                 f"steady {steady:5.2f}s ({none} new)"
             )
-            rt.close()
+            rt.store.close()
         ratio = results["postgresql"][0] / results["sqlite"][0]
         steady = results["postgresql"][1] / results["sqlite"][1]
         print(f"PostgreSQL / SQLite: first cycle {ratio:.2f}×, steady-state cycle {steady:.2f}×")

@@ -322,32 +322,28 @@ def public_ipv4(count: int, seed: int) -> list[str]:
 
 def fill_store(url: str, ips: Sequence[str], now: int) -> None:
     """Insert offenders through banfeed's own store API (the venv's banfeed)."""
-    from banfeed.models import Offender
+    from banfeed.models import Offender, OffenderStatus
     from banfeed.store import open_store
-    from banfeed.store import queries as q
 
     store = open_store(url)
     try:
-        with store.write() as conn:
+        with store.write() as tx:
             rows = [
-                q.offender_tuple(
-                    Offender(
-                        ipaddress.ip_address(ip),
-                        now,
-                        now,
-                        1,
-                        ("IPS",),
-                        ("fw",),
-                        ("fw/root",),
-                        None,
-                        "listed",
-                    ),
+                Offender(
+                    ipaddress.ip_address(ip),
                     now,
+                    now,
+                    1,
+                    ("IPS",),
+                    ("fw",),
+                    ("fw/root",),
+                    None,
+                    OffenderStatus.LISTED,
                 )
                 for ip in ips
             ]
-            q.insert_offenders(conn, rows)
-            q.bump_version(conn)
+            tx.insert_offenders(rows, now)
+            tx.bump_version()
     finally:
         store.close()
 

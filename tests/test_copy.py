@@ -14,13 +14,23 @@ import pytest
 from sqlalchemy import Connection, Table, func, insert, select
 
 from banfeed.errors import InputError, StoreError
-from banfeed.models import AllowEntry, Ban, BanOrigin, Event, EventKind, Offender, Offense
+from banfeed.models import (
+    AllowEntry,
+    Ban,
+    BanOrigin,
+    Event,
+    EventKind,
+    Offender,
+    OffenderStatus,
+    Offense,
+)
 from banfeed.net import parse_network
 from banfeed.policy import Allowlist
 from banfeed.publish import FeedPolicy, FeedSpec
 from banfeed.publish.render import text_body
 from banfeed.store import Store, open_store
 from banfeed.store import copy as store_copy
+from banfeed.store._common import bulk_insert
 from banfeed.store.copy import RUNTIME_ONLY, SEQUENCED, TABLES, copy_store
 from banfeed.store.schema import leases, metadata, pushes, replicas
 from conftest import T0, build_feed, cli
@@ -43,7 +53,7 @@ def filled(url: str) -> None:
         )
         tx.insert_offenders(
             [
-                Offender(a, T0, T0, 1, ("IPS",), ("fw",), ("fw/root",), None, "listed")
+                Offender(a, T0, T0, 1, ("IPS",), ("fw",), ("fw/root",), None, OffenderStatus.LISTED)
                 for a in addresses
             ],
             T0,
@@ -79,7 +89,7 @@ def test_copy_sqlite_to_postgresql_and_back(tmp_path: Path, pg_url: str) -> None
     assert feed_bytes(pg_url) == expected == feed_bytes(back)
     store = open_store(pg_url)
     with store.write() as tx:  # sequences moved past the copied ids
-        tx.insert_events([Event(T0, "note", None, "test", "after the copy")])
+        tx.insert_events([Event(T0, EventKind.IMPORTED, None, "test", "after the copy")])
     store.close()
     again = cli("db", "copy", "--from", first, "--to", pg_url)
     assert again.exit_code == 2 and "not empty" in again.stderr
@@ -238,7 +248,7 @@ def test_copy_that_does_not_add_up_leaves_the_target_empty(
 ) -> None:
     source, target = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
     fill_every_table(source)
-    real = store_copy.bulk_insert
+    real = bulk_insert
 
     def lossy(conn: Connection, table: Table, columns: Sequence[str], rows: list[Any]) -> None:
         real(conn, table, columns, rows[1:] if table.name == "pushes" else rows)

@@ -42,7 +42,7 @@ Progress = Callable[[str, int, int], None]  # table, rows copied so far, rows in
 def copy_store(source: Store, target: Store, progress: Progress | None = None) -> dict[str, int]:
     """Copy every state table; the target must be empty (its schema is created or upgraded
     first). One transaction on the target: a failed copy leaves it empty. Returns rows per
-    table, and raises if any count differs afterwards."""
+    table; raises, copying nothing, if a table's count on the target differs from the source."""
     source.require_schema()
     target.upgrade()
     # `meta` is written by the migration itself and replaced below; anything else, the
