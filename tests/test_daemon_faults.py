@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,8 @@ def test_a_second_run_on_one_sqlite_store_is_refused(site: dict[str, Any]) -> No
     try:
         with pytest.raises(StoreError, match="in use by another `banfeed run`"):
             Daemon(config)
-        assert Daemon(config, collect=False).collect is False  # `serve` beside it is fine
+        beside = Daemon(config, collect=False)  # `serve` beside it is fine
+        beside.store.close()
     finally:
         first.store.close()
         assert first._lock is not None
@@ -180,15 +182,18 @@ def compose_token(target: Any) -> str | None:
 def test_an_unexpected_error_in_a_loop_stops_the_daemon_loudly(
     site: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    daemon = RunningDaemon(config_mod.load(site["path"]), collect=False)
+    daemon = Daemon(config_mod.load(site["path"]), collect=False)
+    daemon.bind()
 
     async def broken() -> None:
         raise RuntimeError("a bug")
 
-    daemon.daemon._refresh_step = broken  # type: ignore[method-assign]
-    daemon.thread.join(timeout=15)
-    assert not daemon.thread.is_alive()  # it stopped by itself
-    assert isinstance(daemon.daemon.crashed, RuntimeError)
+    daemon._refresh_step = broken  # type: ignore[method-assign]  # before the loops start
+    thread = threading.Thread(target=lambda: asyncio.run(daemon.run(signals=False)))
+    thread.start()
+    thread.join(timeout=15)
+    assert not thread.is_alive()  # it stopped by itself
+    assert isinstance(daemon.crashed, RuntimeError)
     assert any(
         r.levelname == "CRITICAL" and "feed refresh stopped unexpectedly" in r.getMessage()
         for r in caplog.records

@@ -4,6 +4,7 @@ released — on a real SQLite store, through the real Publisher."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator
 from ipaddress import IPv4Address, ip_address, ip_network
@@ -29,6 +30,7 @@ from banfeed.policy import Escalation, PrefixGuard, build_allowlist
 from banfeed.publish import FeedPolicy, FeedSpec, Outcome, Publisher, Why, explain, served
 from banfeed.publish.build import Coverage
 from banfeed.store import Store, open_store
+from banfeed.timeutil import MAX_TIME
 from conftest import T0, Clock, cli
 
 DAY = 86400
@@ -335,3 +337,33 @@ def test_a_held_feed_is_shown_held_by_export_feeds_and_show(tmp_path: Path) -> N
     assert '"approver": "alice"' in history.stdout
     diff = cli("feeds", "diff", "quarantine", env=env)
     assert diff.exit_code == 0 and "-45.33.0.1" in diff.stdout and "10 removed" in diff.stdout
+
+
+def test_show_tells_a_served_version_from_the_current_build(tmp_path: Path) -> None:
+    path = tmp_path / "banfeed.toml"
+    path.write_text('[store]\nurl = "sqlite:///b.db"\n', encoding="utf-8")
+    env = {"BANFEED_CONFIG": str(path), "BANFEED_ACTOR": "alice"}
+    assert cli("init", env=env).exit_code == 0
+    assert cli("export", env=env).exit_code == 0  # version 1: empty
+    assert cli("ban", "45.33.0.9", env=env).exit_code == 0  # no server republishes it
+    shown = cli("show", "45.33.0.9", "--format", "json", env=env)
+    verdict = json.loads(shown.stdout)["feeds"]["quarantine"]
+    assert verdict["listed"] is False and verdict["version"] == 1  # what consumers get now
+    assert "published at version 1, which does not list it" in verdict["reason"]
+    assert verdict["why"] == "ban"  # and what the next publish will do
+    assert cli("export", env=env).stdout == "45.33.0.9\n"
+    again = json.loads(cli("show", "45.33.0.9", "--format", "json", env=env).stdout)
+    assert again["feeds"]["quarantine"]["listed"] is True
+
+
+def test_a_far_ttl_is_capped_at_a_representable_time(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    policy = build_allowlist([])
+    ban = control.ban(
+        store, "45.33.0.9", ttl=10**20, note=None, actor="a", guard=GUARD, allowlist=policy, now=T0
+    )
+    entry = control.allow_add(
+        store, "45.33.1.0/24", expires=10**20, note=None, actor="a", now=T0, guard=GUARD
+    )
+    assert ban.expires == MAX_TIME and entry.expires == MAX_TIME
+    store.close()

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, summarize_address_range
+from typing import Any
 
 from .errors import InputError
 from .models import (
@@ -37,8 +38,8 @@ from .policy import (
     suppression_reason,
     with_entries,
 )
-from .store import Store
-from .timeutil import iso
+from .store import Store, Tx
+from .timeutil import clamp_time, iso
 
 IMPORT_DEVICE = "import"  # offenses from an imported list: (import, <file name>, ip, created)
 
@@ -64,17 +65,14 @@ def ban(
     force: bool = False,
 ) -> Ban:
     network = parse_network(target.strip())
-    if not force:
-        guard.check(network, action="ban")
+    forced = _guarded(guard, network, "ban", force)
     with store.write() as tx:
         allow = with_entries(allowlist, tx.allow_entries(now))
         _check_publishable(network, allow)
-        expires = None if ttl is None else now + ttl
+        expires = None if ttl is None else clamp_time(now + ttl)
         entry = Ban(network, now, expires, BanOrigin.MANUAL, actor, note)
         tx.save_ban(entry)
-        detail = f"banned {network} until {'unbanned' if ttl is None else iso(expires)}"
-        if force and guard.broader(network):
-            detail += f" (--force: broader than /{guard.limit(network)})"
+        detail = f"banned {network} until {'unbanned' if ttl is None else iso(expires)}{forced}"
         tx.insert_events(
             [Event(now, EventKind.BANNED, _subject(network), actor, _with_note(detail, note))]
         )
@@ -122,15 +120,13 @@ def allow_add(
     ``0.0.0.0/0`` would empty every IPv4 feed. A large drop it causes is still held by the
     mass-drop guard until approved."""
     network = parse_network(target.strip())
-    if not force:
-        guard.check(network, action="allowlist")
+    forced = _guarded(guard, network, "allowlist", force)
+    expires = None if expires is None else clamp_time(expires)
     entry = AllowEntry(network, now, expires, actor, note)
     with store.write() as tx:
         tx.save_allow_entry(entry)
         until = "" if expires is None else f" until {iso(expires)}"
-        detail = f"allowlisted{until}"
-        if force and guard.broader(network):
-            detail += f" (--force: broader than /{guard.limit(network)})"
+        detail = f"allowlisted{until}{forced}"
         tx.insert_events(
             [
                 Event(
@@ -155,6 +151,15 @@ def allow_remove(store: Store, target: str, *, actor: str, now: int) -> None:
             [Event(now, EventKind.ALLOWLIST_REMOVED, _subject(network), actor, "removed")]
         )
         tx.bump_version()
+
+
+def _guarded(guard: PrefixGuard, network: IPNetwork, action: str, force: bool) -> str:
+    """Apply the prefix guard to an operator's ban or allow entry (one rule for both); returns
+    what the audit event says when ``force`` took it past the guard."""
+    if not force:
+        guard.check(network, action=action)
+        return ""
+    return f" (--force: broader than /{guard.limit(network)})" if guard.broader(network) else ""
 
 
 def _subject(network: IPNetwork) -> str:
@@ -240,7 +245,7 @@ def import_list(
                 addresses[str(ip)] = Offense(IMPORT_DEVICE, source, ip, now, None, "imported")
             else:
                 networks[str(network)] = network
-    expires = None if ttl is None else now + ttl
+    expires = None if ttl is None else clamp_time(now + ttl)
     with store.write() as tx:
         known = tx.load_offenders(addresses)
         report.already = len(known)
@@ -314,17 +319,25 @@ def prune(store: Store, *, keep_history: int | None, actor: str, now: int) -> Pr
     return PruneReport(len(expired), offenses, events, offenders)
 
 
+def _change_feed_state(
+    tx: Tx, state: FeedState, kind: EventKind, detail: str, actor: str, now: int, **changes: Any
+) -> None:
+    """An operator's change of a feed's state, with its event; servers publish at once."""
+    tx.save_feed_state(dataclasses.replace(state, **changes))
+    tx.insert_events([Event(now, kind, None, actor, detail)])
+    tx.bump_version()
+
+
 def approve_feed(store: Store, feed: str, *, actor: str, now: int) -> bool:
     """Release the mass-drop guard's hold on ``feed``; False if it was not held."""
     with store.write() as tx:
         state = tx.feed_states().get(feed)
         if state is None or state.held_since is None:
             return False
-        tx.save_feed_state(dataclasses.replace(state, approved=now, approved_by=actor))
-        tx.insert_events(
-            [Event(now, EventKind.FEED_APPROVED, None, actor, f"released the hold on {feed}")]
+        detail = f"released the hold on {feed}"
+        _change_feed_state(
+            tx, state, EventKind.FEED_APPROVED, detail, actor, now, approved=now, approved_by=actor
         )
-        tx.bump_version()  # servers publish at once
     return True
 
 
@@ -338,11 +351,10 @@ def pin_feed(store: Store, feed: str, number: int, *, actor: str, now: int) -> F
                 "see `banfeed feeds history`"
             )
         state = tx.feed_states().get(feed) or FeedState(feed)
-        tx.save_feed_state(dataclasses.replace(state, pinned=number, pinned_by=actor))
-        tx.insert_events(
-            [Event(now, EventKind.FEED_PINNED, None, actor, f"pinned {feed} to version {number}")]
+        detail = f"pinned {feed} to version {number}"
+        _change_feed_state(
+            tx, state, EventKind.FEED_PINNED, detail, actor, now, pinned=number, pinned_by=actor
         )
-        tx.bump_version()
     return version
 
 
@@ -352,9 +364,8 @@ def release_feed(store: Store, feed: str, *, actor: str, now: int) -> bool:
         state = tx.feed_states().get(feed)
         if state is None or state.pinned is None:
             return False
-        tx.save_feed_state(dataclasses.replace(state, pinned=None, pinned_by=None))
-        tx.insert_events(
-            [Event(now, EventKind.FEED_RELEASED, None, actor, f"released the pin on {feed}")]
+        detail = f"released the pin on {feed}"
+        _change_feed_state(
+            tx, state, EventKind.FEED_RELEASED, detail, actor, now, pinned=None, pinned_by=None
         )
-        tx.bump_version()
     return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import compose
 from .compose import Runtime
 from .errors import InputError
 from .models import Consumer, Event, FeedState, FeedVersion, Offender, Offense
@@ -42,28 +43,22 @@ class FeedVerdict:
 
 
 def verdict(build: FeedBuild, shown: Served | None, ip: IPAddress, current: Verdict) -> FeedVerdict:
-    """``current`` (from the build) turned into a verdict about what is *served*: listed is
-    decided by the served lines; when they differ from the build, the reason says so."""
+    """``current`` (from the build) turned into a verdict about what is *served*: ``listed`` is
+    decided by the served lines. When the served version differs from the build (held, pinned,
+    or not republished yet because no server runs), the reason names both."""
     name = build.spec.name
     if shown is None:  # the next publish takes the build (a first version is never held)
         return FeedVerdict(
             name, current.listed, current.why, f"{current.reason} (not published yet)", None
         )
     number = shown.version.number
-    ip_listed = current.listed
-    if shown.pinned or shown.held:
-        lines = Coverage(shown.lines())
-        served_listed = lines.line_for(ip) is not None
-        how = "pinned" if shown.pinned else "held"
+    served_listed = Coverage(shown.lines()).line_for(ip) is not None
+    if shown.pinned or shown.held or served_listed != current.listed:
+        how = "pinned" if shown.pinned else "held" if shown.held else "published"
         words = "lists" if served_listed else "does not list"
-        return FeedVerdict(
-            name,
-            served_listed,
-            current.why,
-            f"{how} at version {number}, which {words} it; the current build: {current.reason}",
-            number,
-        )
-    return FeedVerdict(name, ip_listed, current.why, current.reason, number)
+        reason = f"{how} at version {number}, which {words} it; the current build: {current.reason}"
+        return FeedVerdict(name, served_listed, current.why, reason, number)
+    return FeedVerdict(name, current.listed, current.why, current.reason, number)
 
 
 @dataclass(frozen=True)
@@ -129,7 +124,7 @@ def offender_detail(rt: Runtime, ip: IPAddress) -> OffenderDetail:
 
 def effective_allowlist(rt: Runtime, tx: Tx) -> Allowlist:
     """The configured allowlist and protect ranges plus the store's current allow entries."""
-    return with_entries(rt.publisher().policy.allowlist, tx.allow_entries(rt.now()))
+    return with_entries(compose.allowlist(rt.config), tx.allow_entries(rt.now()))
 
 
 @dataclass(frozen=True)

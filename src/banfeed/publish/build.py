@@ -97,7 +97,7 @@ class FeedPolicy:
 
 @dataclass(frozen=True, slots=True)
 class FeedInputs:
-    """One consistent snapshot of what feeds are made of (``Tx.feed_inputs``)."""
+    """One consistent snapshot of what feeds are made of (``publisher.read_inputs``)."""
 
     version: int  # the store version it was read at
     now: int
@@ -154,8 +154,8 @@ class Coverage:
     def __init__(self, lines: Sequence[Line]) -> None:
         ordered = sorted(lines, key=line_key)
         self._lines = ordered
-        self._starts = [(line.version, _bounds(line)[0]) for line in ordered]
-        self._ends = [_bounds(line)[1] for line in ordered]
+        self._starts = [interval(line)[:2] for line in ordered]
+        self._ends = [interval(line)[2] for line in ordered]
 
     def line_for(self, ip: IPAddress) -> Line | None:
         at = bisect.bisect_right(self._starts, (ip.version, int(ip))) - 1
@@ -164,10 +164,11 @@ class Coverage:
         return None
 
 
-def _bounds(line: Line) -> tuple[int, int]:
+def interval(line: Line) -> tuple[int, int, int]:
+    """``(family, first address, last address)`` of a feed line, as integers."""
     if isinstance(line, IPv4Network | IPv6Network):
-        return int(line.network_address), int(line.broadcast_address)
-    return int(line), int(line)
+        return line.version, int(line.network_address), int(line.broadcast_address)
+    return line.version, int(line), int(line)
 
 
 def build_feeds(

@@ -28,7 +28,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from ..models import Ban, Event, Offender, OffenderStatus
 from ..net import IPNetwork
 from ..policy import is_active, suppression
-from .build import FeedBuild, Line
+from .build import FeedBuild, Line, interval
 
 
 class Loss(StrEnum):
@@ -56,22 +56,16 @@ def lost_lines(old: Sequence[Line], new: FeedBuild) -> list[Line]:
         ends.append(high)
     lost = []
     for line in old:
-        version, low, high = _interval(line)
+        version, low, high = interval(line)
         at = bisect.bisect_right(starts, (version, low)) - 1
         if not (at >= 0 and starts[at][0] == version and high <= ends[at]):
             lost.append(line)
     return lost
 
 
-def _interval(line: Line) -> tuple[int, int, int]:
-    if isinstance(line, IPv4Network | IPv6Network):
-        return line.version, int(line.network_address), int(line.broadcast_address)
-    return line.version, int(line), int(line)
-
-
 def _merged(lines: Iterable[Line]) -> list[tuple[int, int, int]]:
     merged: list[tuple[int, int, int]] = []
-    for version, low, high in sorted(_interval(line) for line in lines):
+    for version, low, high in sorted(interval(line) for line in lines):
         if merged and merged[-1][0] == version and low <= merged[-1][2] + 1:
             merged[-1] = (version, merged[-1][1], max(merged[-1][2], high))
         else:

@@ -14,10 +14,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from ..errors import ConflictError, StoreError
 from ..models import EventKind, FeedState, FeedVersion, Offender
-from ..net import parse_address, parse_network
 from ..store import Store, Tx
 from ..timeutil import Clock
 from .build import Coverage, FeedBuild, FeedInputs, FeedPolicy, FeedSpec, Line, build_feeds
@@ -114,6 +114,9 @@ class Publisher:
         self.history = history
         self.builds: dict[str, FeedBuild] = {}  # the last builds, for explain and reports
         self.etags: dict[str, str] = {}  # the ETag of each last build's plain text
+        # The lines of the version this publisher recorded last, by feed: the next publish
+        # compares with them without decompressing and parsing the stored body again.
+        self._recorded: dict[str, tuple[int, list[Line]]] = {}
 
     def build(self, tx: Tx) -> dict[str, FeedBuild]:
         """Every feed from the store's state now (no guard, nothing recorded)."""
@@ -137,12 +140,12 @@ class Publisher:
         state = states.get(name) or FeedState(name)
         if state.pinned is not None:
             return FeedResult(name, Outcome.PINNED, build)
-        last = tx.latest_version(name)
+        last = tx.latest_version(name, with_body=False)
         body = text_body(build.entries)
         etag = self.etags[name] = etag_of(body)
         if last is not None and last.etag == etag:
             return FeedResult(name, Outcome.UNCHANGED, build)
-        old = parse_lines(decompress(last.body)) if last is not None and last.body else None
+        old = self._lines_of(tx, last)
         lost = lost_lines(old, build) if old else []
         approved = (
             state.held_since is not None
@@ -176,6 +179,19 @@ class Publisher:
             body=compress(body),
         )
         return FeedResult(name, Outcome.PUBLISHED, build, decision, version)
+
+    def _lines_of(self, tx: Tx, last: FeedVersion | None) -> list[Line] | None:
+        """The lines of the newest version: remembered if this publisher recorded it, else
+        read from the store (another replica or process recorded it)."""
+        if last is None:
+            return None
+        recorded = self._recorded.get(last.feed)
+        if recorded is not None and recorded[0] == last.number:
+            return recorded[1]
+        stored = tx.feed_version(last.feed, last.number)
+        if stored is None or stored.body is None:
+            return None
+        return parse_lines(decompress(stored.body))
 
     def _record(self, results: list[FeedResult], states: dict[str, FeedState]) -> None:
         changes: list[FeedState] = []
@@ -228,6 +244,10 @@ class Publisher:
                     f"could not record versions of {', '.join(missing)}: {exc}"
                 ) from exc
             log.info("feed versions recorded by another replica (%s)", exc)
+            return
+        for result in results:
+            if result.version is not None:
+                self._recorded[result.feed] = (result.version.number, result.build.entries)
         for version in versions:
             log.info(
                 "feed %s: version %d, %d entries (+%d −%d): %s",
@@ -251,17 +271,11 @@ class Publisher:
 
 
 def _loss_facts(tx: Tx, lost: Sequence[Line], since: int) -> LossFacts:
-    addresses = [str(line) for line in lost if "/" not in str(line)]
-    networks = [parse_network(str(line)) for line in lost if "/" in str(line)]
+    networks = [line for line in lost if isinstance(line, IPv4Network | IPv6Network)]
+    addresses = [line for line in lost if not isinstance(line, IPv4Network | IPv6Network)]
     return LossFacts(
-        offenders=tx.load_offenders(addresses),
+        offenders=tx.load_offenders(str(a) for a in addresses),
         inside={str(n): tx.offenders_within([n]) for n in networks},
-        bans=tx.bans_by_network(
-            [str(n) for n in networks] + [f"{a}/{_host(a)}" for a in addresses]
-        ),
+        bans=tx.bans_by_network([str(ip_network(line)) for line in lost]),
         unbans=tx.events_since(since - 1, [EventKind.UNBANNED]),
     )
-
-
-def _host(address: str) -> int:
-    return parse_address(address).max_prefixlen

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from ipaddress import ip_network
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Text, and_, cast, delete, or_, select, update
+from sqlalchemy import BigInteger, Connection, Row, Text, and_, cast, delete, or_, select, update
 
 from ..models import AllowEntry, Ban, BanOrigin, DeviceStatus, Event, EventKind
 from ..net import IPNetwork, sort_key
@@ -21,6 +21,17 @@ def _network_values(network: IPNetwork) -> dict[str, Any]:
         "sort_key": sort_key(network.network_address),
         "prefixlen": network.prefixlen,
     }
+
+
+def _ban(row: Row[Any]) -> Ban:
+    return Ban(
+        ip_network(row.network),
+        row.created,
+        row.expires,
+        BanOrigin(row.provenance),
+        row.actor,
+        row.note,
+    )
 
 
 def _within(inner: IPNetwork, outer: IPNetwork) -> bool:
@@ -98,17 +109,7 @@ class ControlQueries:
             .where(or_(bans.c.expires.is_(None), bans.c.expires > now))
             .order_by(bans.c.sort_key, bans.c.prefixlen)
         )
-        return [
-            Ban(
-                ip_network(r.network),
-                r.created,
-                r.expires,
-                BanOrigin(r.provenance),
-                r.actor,
-                r.note,
-            )
-            for r in self.conn.execute(query)
-        ]
+        return [_ban(r) for r in self.conn.execute(query)]
 
     def save_ban(self, ban: Ban) -> None:
         values = {
@@ -182,12 +183,5 @@ class ControlQueries:
         found: dict[str, Ban] = {}
         for chunk in chunks(list(networks)):
             for r in self.conn.execute(select(bans).where(bans.c.network.in_(chunk))):
-                found[r.network] = Ban(
-                    ip_network(r.network),
-                    r.created,
-                    r.expires,
-                    BanOrigin(r.provenance),
-                    r.actor,
-                    r.note,
-                )
+                found[r.network] = _ban(r)
         return found
