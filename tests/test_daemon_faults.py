@@ -174,7 +174,7 @@ def test_a_wrong_token_beside_the_right_one_backs_off_only_itself(
 
 
 def compose_token(target: Any) -> str | None:
-    from banfeed.collector import token_id
+    from banfeed.devicestatus import token_id
 
     return token_id(target)
 
@@ -198,3 +198,40 @@ def test_an_unexpected_error_in_a_loop_stops_the_daemon_loudly(
         r.levelname == "CRITICAL" and "feed refresh stopped unexpectedly" in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_postgresql_connections_killed_mid_run_are_replaced(
+    pg_url: str, pg_admin: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = simulator.SimFleet(seed=9)
+    device = fleet.add_device("fw-a", token="ta", entries=0)
+    sim = simulator.start(fleet)
+    monkeypatch.setenv("TA", "ta")
+    url = f"{pg_url}&application_name=banfeed-kill-test"
+    path = tmp_path / "banfeed.toml"
+    path.write_text(
+        f'[store]\nurl = "{url}"\n[collect]\ninterval = "1s"\njitter = 0.0\n'
+        f'[server]\nlisten = "127.0.0.1:0"\n'
+        f'[[fortigates]]\nname = "fw-a"\nurl = "{sim.urls["fw-a"]}"\ntoken_env = "TA"\n'
+    )
+    assert cli("--config", str(path), "db", "upgrade").exit_code == 0
+    daemon = RunningDaemon(config_mod.load(path))
+    try:
+        device.add("root", "93.184.216.60", created=int(time.time()), source="IPS")
+        wait_for(lambda: "93.184.216.60" in feed(daemon.url).text, what="a first offense")
+        with pg_admin.connect() as conn:
+            killed = conn.exec_driver_sql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'banfeed-kill-test'"
+            ).scalar_one()
+        assert killed >= 1  # the daemon's pooled connections are gone
+        device.add("root", "93.184.216.61", created=int(time.time()), source="DoS")
+        wait_for(
+            lambda: "93.184.216.61" in feed(daemon.url).text,
+            timeout=20,
+            what="collection and publication after the connections were killed",
+        )
+        assert daemon.daemon.crashed is None and daemon.thread.is_alive()
+    finally:
+        daemon.stop()
+        sim.stop()

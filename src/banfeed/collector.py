@@ -11,7 +11,6 @@ fingerprint is kept in device status), and only offenses not yet stored are writ
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -19,17 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from . import metrics
+from .devicestatus import backed_off, next_status, token_id
 from .errors import (
     ConflictError,
-    DeviceAuthError,
     DeviceBackedOff,
     DeviceError,
     DeviceInternalError,
-    DeviceRateLimited,
 )
 from .fortios import DeviceTarget, FortiOSClient
 from .models import DeviceStatus, Event, EventKind, Offender, OffenderStatus, Offense, PollResult
-from .policy import Allowlist, Retention, backoff_seconds, suppression_reason, with_entries
+from .policy import Allowlist, Retention, suppression_reason, with_entries
 from .store import Store, Tx
 from .timeutil import Clock, iso
 
@@ -253,7 +251,7 @@ class Collector:
                 report.version = tx.store_version()
             for result in results:
                 old = statuses.get((result.device, result.vdom))
-                status = _next_status(old, result, now, self._tokens.get(result.device))
+                status = next_status(old, result, now, self._tokens.get(result.device))
                 if status is not None:
                     tx.save_device_status(status)
             if any(r.error is None for r in results) or not results:
@@ -397,68 +395,3 @@ def _without_echoes(
             continue
         kept.append((offense, ip))
     return kept
-
-
-def token_id(target: DeviceTarget) -> str | None:
-    """A short fingerprint of the device's token: a back-off after a 401 holds for the token
-    that was refused, so a fixed token (or another process's right one) is tried at once."""
-    if target.token is None:
-        return None
-    return hashlib.sha256(target.token.get_secret_value().encode()).hexdigest()[:16]
-
-
-def backoff_delay(failures: int, error: DeviceError) -> int | None:
-    """How long to leave a device alone after a failed poll: the one back-off rule.
-    ``60 s × 2^(n−1)``, at most an hour, at least the device's Retry-After, after 401 and 429
-    only (other failures are retried next cycle)."""
-    if error.kind not in ("auth", "rate_limited"):
-        return None
-    delay = backoff_seconds(failures)
-    if isinstance(error, DeviceRateLimited) and error.retry_after:
-        delay = max(delay, int(error.retry_after))
-    return delay
-
-
-def backed_off(status: DeviceStatus | None, token: str | None, now: int) -> bool:
-    """Whether a device is inside its back-off window for this token. A 429 locks out the
-    source whatever the token (``backoff_token`` None); a 401 only the token refused."""
-    if status is None or status.backoff_until is None or now >= status.backoff_until:
-        return False
-    return status.backoff_token is None or status.backoff_token == token
-
-
-def _next_status(
-    old: DeviceStatus | None, result: PollResult, now: int, token: str | None
-) -> DeviceStatus | None:
-    """The device's status after this poll; ``None`` when it was not polled (backed off)."""
-    if isinstance(result.error, DeviceBackedOff):
-        return None
-    base = old or DeviceStatus(result.device, result.vdom)
-    duration_ms = round(result.duration * 1000)
-    if result.error is None:
-        return replace(
-            base,
-            last_attempt=now,
-            last_success=now,
-            error_kind=None,
-            error_message=None,
-            entries=base.entries if result.unchanged else result.entries,
-            rejected=base.rejected if result.unchanged else result.rejected,
-            duration_ms=duration_ms,
-            consecutive_failures=0,
-            backoff_until=None,
-            backoff_token=None,
-            fingerprint=result.fingerprint,
-        )
-    failures = base.consecutive_failures + 1
-    delay = backoff_delay(failures, result.error)
-    return replace(
-        base,
-        last_attempt=now,
-        error_kind=result.error.kind,
-        error_message=result.error.detail,
-        duration_ms=duration_ms,
-        consecutive_failures=failures,
-        backoff_until=None if delay is None else now + delay,
-        backoff_token=token if isinstance(result.error, DeviceAuthError) else None,
-    )

@@ -59,51 +59,18 @@ import gc
 import hashlib
 import ipaddress
 import random
-import ssl
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import EllipsisType
-from typing import Final
 
-import httpx
+from .constants import BUILD as BUILD
+from .constants import DEFAULT_TTL, FAULTS, FEED_LIMIT, SOURCES
+from .feeds import _Feed, _ThreatFeeds
 
 __all__ = ["DEFAULT_TTL", "FAULTS", "FEED_LIMIT", "SOURCES", "SimDevice", "SimEntry"]
-
-FAULTS = (
-    "none", "500", "timeout", "html", "truncated", "invalid", "shape", "huge",
-    "401", "403", "404", "424", "429", "reset",
-    "drip", "drip-headers", "slow-chunked", "nested", "bad-time",
-)  # fmt: skip
-SOURCES = ("IPS", "DoS", "AV", "APP", "DLP")
-DEFAULT_TTL = 300  # FortiOS default quarantine-expiry is 5 minutes
-BUILD = 1517
-FEED_LIMIT = 131_072  # entries per feed before FortiOS 7.4.4
-_API = "/api/v2/monitor"
-_PATH = _API + "/user/banned"
-_FEEDS = _API + "/system/external-resource"
-_RAW_SEND = "banfeed.simulator.raw_send"
-_HTML_401 = "<html><head><title>401 Unauthorized</title></head><body>Unauthorized</body></html>"
-_HTML_500 = "<html><head><title>500 Internal Server Error</title></head><body>Error</body></html>"
-_HTML_LOGIN = "<html><body>Please login</body></html>"
-# TEST-NET-3: the one "valid" address in the invalid-fault extras, so even a client that
-# wrongly accepts created="yesterday" can never push a real host into a feed.
-_BAD_CREATED_IP = "203.0.113.77"
-_HUGE_PAD_IP = "192.0.2.1"
-# TEST-NET-2, for the same reason: the addresses of the bad-time and slow-chunked entries.
-_BAD_TIME_NET = "198.51.100."
-_SLOW_IP = "198.51.100.250"
-# Nesting this deep exceeds any recursion limit, and is still only 200 kB of body.
-_NESTED_DEPTH = 100_000
-_BODY_FAULTS = ("none", "truncated", "invalid", "shape", "huge", "bad-time")  # banned list only
-_SLOW_FAULTS = ("drip", "drip-headers", "slow-chunked")  # every endpoint
-_NOT_JSON: Final = object()  # request body absent or not JSON
-_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
-_FETCH_TIMEOUT = 5.0
-_CALLS_KEPT = 100_000  # SimDevice.calls drops its oldest half when it grows past this
-_ENTRY_PAGE = 100  # entry-list entries per answer unless ?count= says otherwise
 
 
 # A superset of the non-global IPv4 space (plus multicast, reserved and the documentation
@@ -173,92 +140,8 @@ def _ip_key(ip: str) -> str:
         return ip
 
 
-# -- threat feeds ("config system external-resource", type address) ---------------------------
-
-
-@dataclass
-class _Feed:
-    url: str
-    username: str | None
-    password: str | None
-    push: bool
-    verify: ssl.SSLContext | bool
-    entries: dict[str, str] = field(default_factory=dict)  # canonical -> text as received
-    invalid: list[str] = field(default_factory=list)  # invalid lines since the last snapshot
-    overflow: int = 0  # valid entries dropped over the device's feed_limit
-    http_status_code: int = 0  # of the last fetch; 0: connection failed, or never fetched
-    etag: str | None = None
-    last_content_update_time: float | None = None
-    conn_attempt_time: float | None = None
-    fetches: int = 0
-
-    def update(self, texts: Iterable[str], command: str, limit: int) -> None:
-        """Apply lines or pushed entries; invalid ones are counted, never fatal."""
-        if command == "snapshot":
-            self.entries, self.invalid, self.overflow = {}, [], 0
-        for text in texts:
-            key = _feed_entry(text)
-            if key is None:
-                self.invalid.append(text)
-            elif command == "remove":
-                self.entries.pop(key, None)
-            elif key not in self.entries:  # duplicates collapse (a guess; not counted)
-                if len(self.entries) < limit:
-                    self.entries[key] = text
-                else:  # FortiOS drops the newest entries over the limit
-                    self.overflow += 1
-
-
-def _feed_entry(text: str) -> str | None:
-    """Canonical form of one feed line (IP, CIDR/prefix or a-b range), None if invalid."""
-    if "%" in text:  # ipaddress accepts IPv6 scope ids; a FortiGate surely does not
-        return None
-    try:
-        if "-" in text:
-            first, _, last = text.partition("-")
-            low, high = ipaddress.ip_address(first), ipaddress.ip_address(last)
-            if low.version != high.version or int(low) > int(high):
-                return None
-            return f"{low}-{high}"
-        if "/" in text:
-            # Host bits may be set: the v7.4.2 fixture lists "172.200.1.4/16" as valid.
-            return str(ipaddress.ip_network(text, strict=False))
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
-
-
-def _check_loopback(url: str) -> None:
-    """Refuse any feed URL that could make the simulator talk to another machine."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"bad feed URL {url!r}: {exc}") from None
-    if parsed.scheme not in ("http", "https") or parsed.host not in _LOOPBACK_HOSTS:
-        raise ValueError(f"feed URL {url!r}: only http(s) to {_LOOPBACK_HOSTS} is fetched")
-
-
-def _fetch(feed: _Feed, url: str) -> tuple[int, str | None, bytes | None]:
-    """GET the feed like a FortiGate's curl: (status, ETag, body if 2xx); status 0: no answer."""
-    headers = {"User-Agent": "curl/7.58.0", "Accept": "*/*"}
-    if feed.etag is not None:
-        headers["If-None-Match"] = feed.etag
-    auth = None if feed.username is None else httpx.BasicAuth(feed.username, feed.password or "")
-    # trust_env=False: an HTTP(S)_PROXY in the environment must not route this off the host.
-    with httpx.Client(timeout=_FETCH_TIMEOUT, verify=feed.verify, trust_env=False) as client:
-        # curl sends no Accept-Encoding unless --compressed (the FortiGate's flags: unverified).
-        del client.headers["Accept-Encoding"]
-        try:
-            response = client.get(url, headers=headers, auth=auth)
-        except httpx.HTTPError:
-            return 0, None, None
-    if not response.is_success:
-        return response.status_code, None, None
-    return response.status_code, response.headers.get("etag"), response.content
-
-
 @dataclass(eq=False)
-class SimDevice:
+class SimDevice(_ThreatFeeds):
     """One simulated FortiGate. Attributes may be changed while the simulator runs."""
 
     name: str
@@ -418,78 +301,3 @@ class SimDevice:
     def _is_banned(self, vdom: str, ip: str) -> bool:
         with self._lock:
             return any(_ip_key(e.ip) == ip for e in self._live(vdom))
-
-    # -- threat feeds ---------------------------------------------------------------------
-
-    def add_feed(
-        self,
-        name: str,
-        *,
-        url: str,
-        username: str | None = None,
-        password: str | None = None,
-        push: bool = False,
-        verify: ssl.SSLContext | bool = True,
-    ) -> None:
-        """Configure an IP threat feed; an existing one of that name is replaced and empty.
-
-        ``push``: ``set update-method push`` (7.2.1+), filled only by the ``dynamic`` endpoint.
-        ``verify`` is for HTTPS feeds (a context trusting a test CA, or False).
-        """
-        with self._lock:
-            self._feeds[name] = _Feed(url, username, password, push, verify)
-
-    def refresh_feed(self, name: str) -> int:
-        """Fetch a pull feed now, as the FortiGate does every refresh-rate; returns the status.
-
-        2xx: the body replaces the entries (an empty body empties the feed). 304: nothing
-        changes. Anything else, or 0 for no answer: the last good entries are kept. Raises
-        KeyError for an unknown feed, ValueError for a push feed or a non-loopback URL.
-        """
-        with self._lock:
-            feed = self._feeds[name]
-            url = feed.url
-        if feed.push:
-            raise ValueError(f"feed {name!r} is a push feed: nothing to fetch")
-        _check_loopback(url)
-        attempt = self.clock()
-        status, etag, body = _fetch(feed, url)
-        lines = None if body is None else body.decode("utf-8", "replace").split("\n")
-        with self._lock:
-            feed.fetches += 1
-            feed.conn_attempt_time, feed.http_status_code = attempt, status
-            if lines is not None:
-                feed.etag = etag
-                texts = filter(None, (line.strip() for line in lines))  # blank lines ignored
-                feed.update(texts, "snapshot", self.feed_limit)
-                feed.last_content_update_time = self.clock()
-        return status
-
-    def feed_entries(self, name: str) -> set[str]:
-        """Valid entries of a feed, canonical (ipaddress text; ranges as "a-b")."""
-        with self._lock:
-            return set(self._feeds[name].entries)
-
-    def feed_status(self, name: str) -> dict[str, object]:
-        """The feed's counters; ``overflow`` is the number of entries dropped, not a bool."""
-        with self._lock:
-            feed = self._feeds[name]
-            return {
-                "push": feed.push,
-                "url": feed.url,
-                "valid_count": len(feed.entries),
-                "invalid_count": len(feed.invalid),
-                "overflow": feed.overflow,
-                "http_status_code": feed.http_status_code,
-                "etag": feed.etag,
-                "last_content_update_time": feed.last_content_update_time,
-                "conn_attempt_time": feed.conn_attempt_time,
-                "fetches": feed.fetches,
-            }
-
-    def _push(self, commands: Sequence[tuple[str, str, Sequence[str]]]) -> None:
-        with self._lock:
-            for name, command, entries in commands:
-                feed = self._feeds[name]
-                feed.update(entries, command, self.feed_limit)
-                feed.last_content_update_time = self.clock()

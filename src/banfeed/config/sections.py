@@ -1,88 +1,24 @@
-"""The TOML configuration, parsed once into pydantic models.
-
-Errors name the key path and the fix (``fortigates[1].timeout: …``). Secrets are ``SecretStr``
-and are resolved (from the environment or a file) only when a device is actually used, so
-commands that never talk to a FortiGate do not need the tokens.
-"""
+"""The sections of banfeed.toml, one pydantic model each (Config in ``__init__`` holds them)."""
 
 from __future__ import annotations
 
-import os
-import tomllib
-from ipaddress import ip_address
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    StrictBool,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import Field, SecretStr, StrictBool, field_validator, model_validator
+
+from .fields import (
+    NAME_PATTERN,
+    Duration,
+    FiniteDuration,
+    Network,
+    Size,
+    _is_name,
+    _Section,
+    read_secret,
+    split_listen,
 )
-
-from .errors import ConfigError, InputError
-from .net import IPNetwork, parse_network
-from .timeutil import parse_duration
-
-DEFAULT_CONFIG = "banfeed.toml"
-CONFIG_ENV = "BANFEED_CONFIG"
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-
-def _duration(value: object) -> int | None:
-    if not isinstance(value, str):
-        raise ValueError('write a duration as a string, like "30m", "30d" or "forever"')
-    try:
-        return parse_duration(value)
-    except InputError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _finite_duration(value: object) -> int:
-    seconds = _duration(value)
-    if seconds is None:
-        raise ValueError("'forever' is not allowed here; give a duration like \"10s\"")
-    return seconds
-
-
-def _network(value: object) -> IPNetwork:
-    try:
-        return parse_network(value)
-    except InputError as exc:
-        raise ValueError(str(exc)) from None
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024}
-_SIZE_UNITS |= {"mib": 1024**2, "gib": 1024**3}
-
-
-def _size(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str):
-        text = value.strip().lower()
-        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-        unit = text[len(digits) :]
-        well_formed = digits.isascii() and digits.isdigit() and len(digits) <= 15
-        if well_formed and unit in _SIZE_UNITS and int(digits) > 0:
-            return int(digits) * _SIZE_UNITS[unit]
-    raise ValueError('write a size like "64MiB", "500MB" or a number of bytes')
-
-
-Duration = Annotated[int | None, BeforeValidator(_duration)]
-FiniteDuration = Annotated[int, BeforeValidator(_finite_duration)]
-Network = Annotated[IPNetwork, BeforeValidator(_network)]
-Size = Annotated[int, BeforeValidator(_size)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
 class StoreConfig(_Section):
@@ -169,41 +105,6 @@ class FortiGateConfig(_Section):
             base_dir,
             what="token of the REST API admin",
         )
-
-
-def read_secret(
-    where: str,
-    literal: SecretStr | None,
-    env: str | None,
-    file: Path | None,
-    base_dir: Path,
-    *,
-    what: str,
-) -> SecretStr:
-    """A secret from the config (``literal``), the environment or a file; never echoed."""
-    if literal is not None:
-        secret = literal.get_secret_value()
-    elif env is not None:
-        secret = os.environ.get(env, "")
-        if not secret.strip():
-            raise ConfigError(
-                f"{where}_env: ${env} is not set — export {env}=<{what}> or use {where}_file"
-            )
-    elif file is not None:
-        path = file if file.is_absolute() else base_dir / file
-        try:
-            secret = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"{where}_file: cannot read {path}: {exc.strerror} — "
-                "create it with the secret on one line, readable by banfeed only"
-            ) from None
-    else:
-        raise ConfigError(f"{where}: not set — set {where}_env or {where}_file")
-    secret = secret.strip()
-    if not secret or any(c.isspace() for c in secret) or not secret.isprintable():
-        raise ConfigError(f"{where}: the secret is empty or has spaces or control characters")
-    return SecretStr(secret)
 
 
 class RetentionConfig(_Section):
@@ -325,152 +226,8 @@ class ServerConfig(_Section):
         return self
 
 
-def split_listen(value: str) -> tuple[str, int]:
-    """``"127.0.0.1:8080"`` or ``"[::1]:8080"`` → (host, port)."""
-    host, sep, port = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    usage = 'write listen as "address:port", like "127.0.0.1:8080" or "[::1]:8080"'
-    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
-        raise ValueError(usage)
-    if host == "localhost":
-        host = "127.0.0.1"
-    try:
-        ip_address(host)  # an address, not a name: nothing is resolved
-    except ValueError:
-        raise ValueError(f"{usage}; the host must be an IP address") from None
-    if (":" in host) != value.startswith("["):
-        raise ValueError(f"{usage}; brackets go around IPv6 addresses only")
-    return host, int(port)
-
-
 class HistoryConfig(_Section):
     versions: int = Field(500, ge=1, description="Published versions kept per feed.")
     bodies: int = Field(
         48, ge=1, description="Newest versions whose bytes are kept (diff, rollback)."
     )
-
-
-class Config(_Section):
-    store: StoreConfig = StoreConfig()
-    fortigates: list[FortiGateConfig] = []
-    retention: RetentionConfig = RetentionConfig()
-    allowlist: AllowlistConfig = AllowlistConfig()
-    feeds: list[FeedConfig] = []
-    collect: CollectConfig = CollectConfig()
-    server: ServerConfig = ServerConfig()
-    safety: SafetyConfig = SafetyConfig()
-    escalation: EscalationConfig = EscalationConfig()
-    push: PushConfig = PushConfig()
-    history: HistoryConfig = HistoryConfig()
-    # Where relative paths in the file are resolved; set by load(), not a TOML key.
-    base_dir: Path = Field(Path("."), exclude=True)
-
-    @model_validator(mode="after")
-    def _unique_and_defaults(self) -> Config:
-        for section, items in (("fortigates", self.fortigates), ("feeds", self.feeds)):
-            names = [item.name for item in items]
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"{section}: names must be unique; repeated: {', '.join(dupes)}")
-        if not self.feeds:
-            object.__setattr__(self, "feeds", [FeedConfig(name="quarantine")])
-        feed_names = {feed.name for feed in self.feeds}
-        if self.push.feed is not None and self.push.feed not in feed_names:
-            raise ValueError(f"push.feed: no feed named {self.push.feed!r}")
-        if self.push.feed is None and any(fg.push_feed for fg in self.fortigates):
-            raise ValueError("fortigates: push_feed is set; set push.feed to the feed to sync")
-        return self
-
-    def store_url(self) -> str:
-        """The store URL with a relative SQLite path made relative to the config file, and the
-        PostgreSQL password from ``password_env``/``password_file`` (never shown: stores print
-        their URL with the password hidden)."""
-        url = self.store.url
-        if self.store.password_env or self.store.password_file:
-            secret = read_secret(
-                "store.password",
-                None,
-                self.store.password_env,
-                self.store.password_file,
-                self.base_dir,
-                what="PostgreSQL password",
-            )
-            return _with_password(url, secret.get_secret_value())
-        prefix = "sqlite:///"
-        if url.startswith(prefix) and not url.startswith(prefix + "/"):
-            path = url[len(prefix) :]
-            if path and path != ":memory:" and not Path(path).is_absolute():
-                return prefix + str((self.base_dir / path).resolve())
-        return url
-
-    def feed(self, name: str) -> FeedConfig:
-        for feed in self.feeds:
-            if feed.name == name:
-                return feed
-        known = ", ".join(f.name for f in self.feeds)
-        raise ConfigError(f"no feed named {name!r}; configured feeds: {known}")
-
-
-def _with_password(url: str, password: str) -> str:
-    """``url`` with its password set (user names and hosts kept as written)."""
-    parts = urlsplit(url)
-    user, _, host = parts.netloc.rpartition("@")
-    user = user.partition(":")[0]
-    netloc = f"{user}:{quote(password, safe='')}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _is_name(value: str) -> bool:
-    return bool(value) and len(value) <= 64 and all(c.isalnum() or c in "_.-" for c in value)
-
-
-def config_path(explicit: str | os.PathLike[str] | None) -> Path:
-    """``--config``, else ``$BANFEED_CONFIG``, else ``./banfeed.toml``."""
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
-
-
-def load(path: Path) -> Config:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such config file — run `banfeed init` to write one, "
-            f"or pass --config PATH (or set ${CONFIG_ENV})"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(data, base_dir=path.resolve().parent, origin=str(path))
-
-
-def parse(data: dict[str, Any], *, base_dir: Path, origin: str = "config") -> Config:
-    if "base_dir" in data:
-        raise ConfigError(f"{origin}: base_dir: unknown key")
-    try:
-        return Config.model_validate({**data, "base_dir": base_dir})
-    except ValidationError as exc:
-        lines = [_describe(err) for err in exc.errors()]
-        raise ConfigError(f"{origin}: invalid configuration:\n  " + "\n  ".join(lines)) from None
-
-
-_VALIDATOR_TAGS = ("function-before[", "function-after[", "function-plain[", "function-wrap[")
-
-
-def _describe(err: Any) -> str:
-    loc = err["loc"]
-    # pydantic adds a validator's tag ("function-after[…]") to loc: drop those, keep every key.
-    parts = [p for p in loc if not (isinstance(p, str) and p.startswith(_VALIDATOR_TAGS))]
-    path = ""
-    for part in parts:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        message = "unknown key — check its spelling against docs/configuration.md"
-    elif err["type"] == "missing":
-        message = "required key is missing"
-    return f"{path or '(top level)'}: {message}"
