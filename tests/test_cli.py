@@ -227,3 +227,25 @@ def test_simulate_lists_exactly_the_simulators_fault_modes() -> None:
     from banfeed.cli.trying import FAULT_MODES
 
     assert FAULT_MODES == simulator.FAULTS
+
+
+def test_export_formats_are_exactly_the_renderers() -> None:
+    from banfeed.cli.base import FEED_FORMATS
+    from banfeed.publish.render import FORMATS
+
+    assert FEED_FORMATS == FORMATS
+
+
+def test_help_imports_no_storage_or_http_library() -> None:
+    """`banfeed --help` stays fast: the core is imported by the commands that use it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from click.testing import CliRunner; from banfeed.cli import main; "
+        "CliRunner().invoke(main, ['--help']); CliRunner().invoke(main, ['list', '--help']); "
+        "print(sorted(m for m in ('sqlalchemy', 'httpx', 'pydantic', 'uvicorn', 'starlette', "
+        "'alembic') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -65,3 +65,14 @@ def test_bad_url_and_missing_folder_are_store_errors(tmp_path: object) -> None:
         Store("sqlite:////nonexistent-folder-xyz/banfeed.db")
     with pytest.raises(StoreError):
         Store("mysql://x@127.0.0.1/db")
+
+
+def test_the_schema_head_named_in_code_is_the_newest_migration(store_url: str) -> None:
+    from banfeed.store.engine import SCHEMA_HEAD
+
+    store = open_store(store_url, create=True)
+    try:
+        assert store.head_revision() == SCHEMA_HEAD
+        assert store.schema_revision() == store.current_revision() == SCHEMA_HEAD
+    finally:
+        store.close()

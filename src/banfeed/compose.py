@@ -10,17 +10,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .collector import Collector
 from .config import Config, FeedConfig, read_secret
 from .errors import ConfigError
-from .fortios import DeviceTarget
 from .models import AuthKind, Family
 from .policy import Allowlist, Escalation, PrefixGuard, Retention, build_allowlist
 from .publish import FeedPolicy, FeedSpec, History, Publisher
-from .server import FeedAccess
 from .store import Store, open_store
 from .timeutil import Clock, system_clock
+
+# The device client (httpx), the collector and the HTTP server are imported by the functions
+# that build them: a command that only reads the store (`list`, `show`) never loads them.
+if TYPE_CHECKING:
+    from .collector import Collector
+    from .fortios import DeviceTarget
+    from .server import FeedAccess
 
 
 def retention(config: Config) -> Retention:
@@ -66,6 +71,8 @@ def feed_spec(feed: FeedConfig) -> FeedSpec:
 def targets(config: Config) -> list[DeviceTarget]:
     """One target per configured FortiGate. A token that cannot be read fails that device alone
     (its polls report the reason), so one missing secret never stops the fleet."""
+    from .fortios import DeviceTarget
+
     built = []
     for fg in config.fortigates:
         token, problem = None, None
@@ -109,6 +116,8 @@ def feed_push_targets(config: Config) -> list[tuple[DeviceTarget, str]]:
 
 
 def make_collector(config: Config, store: Store, clock: Clock) -> Collector:
+    from .collector import Collector
+
     return Collector(
         store,
         targets(config),
@@ -131,6 +140,8 @@ def publisher(config: Config, store: Store, clock: Clock) -> Publisher:
 
 def feed_access(config: Config) -> dict[str, FeedAccess]:
     """Per-feed credentials, resolved now: a feed whose secret is missing is a config error."""
+    from .server.auth import FeedAccess
+
     access = {}
     for feed in config.feeds:
         auth = feed.auth

@@ -7,7 +7,6 @@ import json
 import click
 from rich.table import Table
 
-from .. import compose, control
 from ..timeutil import iso, parse_duration
 from .base import Context, handle_errors, main, operator, out, pass_ctx
 
@@ -28,6 +27,8 @@ def allow_add(
     ctx: Context, network: str, note: str | None, expires: str | None, force: bool
 ) -> None:
     """Never publish NETWORK (effective on every feed at once; a large drop is held)."""
+    from .. import compose, control
+
     ttl = None if expires is None else parse_duration(expires)
     with ctx.runtime() as rt:
         now = rt.now()
@@ -52,6 +53,8 @@ def allow_add(
 @handle_errors
 def allow_remove(ctx: Context, network: str) -> None:
     """Remove NETWORK from the store's allowlist."""
+    from .. import control
+
     with ctx.runtime() as rt:
         control.allow_remove(rt.store, network, actor=operator(), now=rt.now())
     out.print(f"removed {network} from the allowlist")

@@ -12,22 +12,27 @@ import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import NoReturn, ParamSpec, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
 from rich.text import Text
 
-from .. import __version__, compose
-from ..config import Config, config_path, load
+from .. import __version__
 from ..errors import BanfeedError, ConfigError, InputError
 from ..timeutil import iso
+
+if TYPE_CHECKING:  # commands import the core where they use it: `--help` stays fast
+    from .. import compose
+    from ..config import Config
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 FORMATS = ("table", "json", "csv")
+FEED_FORMATS = ("txt", "csv", "json")  # publish.render.FORMATS (tests/test_cli.py checks)
 
 # markup=False: addresses, names and messages print literally ("[allowlist]" is not a style).
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -78,18 +83,28 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 class Context:
     def __init__(self, config_option: str | None) -> None:
-        self.path = config_path(config_option)
+        self.option = config_option
         self._config: Config | None = None
+
+    @property
+    def path(self) -> Path:
+        from ..config import config_path
+
+        return config_path(self.option)
 
     @property
     def config(self) -> Config:
         if self._config is None:
+            from ..config import load
+
             self._config = load(self.path)
         return self._config
 
     def runtime(self, *, create_store: bool = False) -> AbstractContextManager[compose.Runtime]:
         """The store and clock for one command: ``with ctx.runtime() as rt:`` closes the store
         however the command ends."""
+        from .. import compose
+
         return compose.runtime(self.config, create_store=create_store)
 
 

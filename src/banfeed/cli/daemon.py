@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
-from ..config import Config
-from ..daemon import Daemon
+if TYPE_CHECKING:
+    from ..config import Config
 from .base import EXIT_FAILED, Context, err, fail, handle_errors, main, pass_ctx
 
 
 def _daemon(config: Config, *, collect: bool) -> None:
     # A daemon logs one line per cycle: INFO at least, more with -v.
+    from ..daemon import Daemon
+
     logging.getLogger("banfeed").setLevel(min(logging.INFO, logging.getLogger().level))
     daemon = Daemon(config, collect=collect)
     daemon.bind()

@@ -8,8 +8,6 @@ from collections import Counter
 import click
 from rich.table import Table
 
-from .. import checks, cycles
-from ..publish import Outcome
 from ..timeutil import iso
 from .base import EXIT_FAILED, Context, bad, err, handle_errors, main, ok, out, pass_ctx, warn
 
@@ -26,6 +24,8 @@ RETRY_NOW = click.option(
 @handle_errors
 def check(ctx: Context, retry_now: bool) -> None:
     """Validate the config, the store and every FortiGate (reachable? token? entries?)."""
+    from .. import checks
+
     config = ctx.config
     out.print(
         f"config {ctx.path}: valid ({len(config.fortigates)} FortiGates, {len(config.feeds)} feeds)"
@@ -78,6 +78,9 @@ def check(ctx: Context, retry_now: bool) -> None:
 def collect(ctx: Context, quiet: bool, retry_now: bool) -> None:
     """Run one collection cycle (what cron runs) and publish the feeds. Exit 1 if any device
     failed or a feed is held."""
+    from .. import cycles
+    from ..publish import Outcome
+
     with ctx.runtime() as rt:
         report, published, pushes = asyncio.run(cycles.collect_once(rt, retry_now=retry_now))
     held = [r for r in published if r.outcome is Outcome.HELD]

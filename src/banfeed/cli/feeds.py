@@ -12,13 +12,10 @@ from typing import Any
 import click
 from rich.table import Table
 
-from .. import compose, control, push, reports
-from ..publish import Outcome, served
-from ..publish.render import FORMATS, OFFENDER_RENDERERS, write_atomically
-from ..setupkit import fortigate_config
 from ..timeutil import iso
 from .base import (
     EXIT_FAILED,
+    FEED_FORMATS,
     Context,
     bad,
     err,
@@ -44,6 +41,8 @@ def feeds(click_ctx: click.Context, fmt: str) -> None:
 @pass_ctx
 @handle_errors
 def feeds_list(ctx: Context, fmt: str) -> None:
+    from .. import reports
+
     with ctx.runtime() as rt:
         rows = [o.record() for o in reports.feed_overviews(rt)]
     if fmt == "json":
@@ -94,6 +93,8 @@ def feeds_list(ctx: Context, fmt: str) -> None:
 @handle_errors
 def feeds_approve(ctx: Context, name: str) -> None:
     """Release a feed held by the mass-drop guard: publish its current content."""
+    from .. import control
+
     ctx.config.feed(name)
     with ctx.runtime() as rt:
         held = control.approve_feed(rt.store, name, actor=operator(), now=rt.now())
@@ -111,6 +112,8 @@ def feeds_approve(ctx: Context, name: str) -> None:
 @handle_errors
 def feeds_history(ctx: Context, name: str, limit: int, fmt: str) -> None:
     """Published versions of feed NAME, newest first."""
+    from .. import reports
+
     with ctx.runtime() as rt:
         state, versions = reports.feed_history(rt, name, limit)
     rows: list[dict[str, Any]] = [
@@ -158,6 +161,8 @@ def feeds_history(ctx: Context, name: str, limit: int, fmt: str) -> None:
 @handle_errors
 def feeds_diff(ctx: Context, name: str, old: int | None, new: int | None) -> None:
     """Lines added (+) and removed (-) between two versions (default: served and previous)."""
+    from .. import reports
+
     with ctx.runtime() as rt:
         diff = reports.feed_diff(rt, name, old, new)
     out.print(f"feed {name}: version {diff.old} → {diff.new}")
@@ -175,6 +180,8 @@ def feeds_diff(ctx: Context, name: str, old: int | None, new: int | None) -> Non
 @handle_errors
 def feeds_rollback(ctx: Context, name: str, version: int) -> None:
     """Serve VERSION of feed NAME (pinned) until `banfeed feeds release NAME`."""
+    from .. import control
+
     ctx.config.feed(name)
     with ctx.runtime() as rt:
         pinned = control.pin_feed(rt.store, name, version, actor=operator(), now=rt.now())
@@ -190,6 +197,8 @@ def feeds_rollback(ctx: Context, name: str, version: int) -> None:
 @handle_errors
 def feeds_release(ctx: Context, name: str) -> None:
     """Stop serving a pinned version of feed NAME: publish its current build again."""
+    from .. import control
+
     ctx.config.feed(name)
     with ctx.runtime() as rt:
         released = control.release_feed(rt.store, name, actor=operator(), now=rt.now())
@@ -205,7 +214,7 @@ def feeds_release(ctx: Context, name: str) -> None:
     default=None,
     help="File to write atomically (default: standard output).",
 )
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="txt", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FEED_FORMATS), default="txt", show_default=True)
 @pass_ctx
 @handle_errors
 def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -> None:
@@ -213,6 +222,10 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
 
     Publishes first (the same build and guards as the server): a feed the mass-drop guard
     holds is written as its last good version, and the command exits 1."""
+    from .. import reports
+    from ..publish import Outcome, served
+    from ..publish.render import OFFENDER_RENDERERS, write_atomically
+
     config = ctx.config
     feed = config.feed(feed_name) if feed_name else config.feeds[0]
     with ctx.runtime() as rt:
@@ -263,6 +276,9 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
 @handle_errors
 def verify(ctx: Context, feed_name: str | None, resource: str | None) -> None:
     """Ask each FortiGate what it loaded from a feed, and compare with what is served."""
+    from .. import compose, push
+    from ..publish import served
+
     config = ctx.config
     feed = config.feed(feed_name) if feed_name else config.feeds[0]
     name = resource or f"banfeed-{feed.name}"[:35]
@@ -318,6 +334,8 @@ def fortigate_config_cmd(
     ctx: Context, feed_name: str | None, url: str | None, username: str | None, refresh: int
 ) -> None:
     """Print the FortiOS CLI for an external threat feed and a deny policy using it."""
+    from ..setupkit import fortigate_config
+
     config = ctx.config
     feed = config.feed(feed_name) if feed_name else config.feeds[0]
     scheme = "https" if config.server.cert_file else "http"

@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.progress import Progress
 from rich.table import Table
 
-from .. import compose, control, push, reports
 from ..errors import InputError
 from ..models import OffenderState
 from ..net import parse_address
-from ..policy import state
-from ..publish.render import csv_bytes, offender_record
 from ..timeutil import iso, parse_duration
+
+if TYPE_CHECKING:
+    from .. import reports
 from .base import (
     EXIT_FAILED,
     FORMATS,
@@ -47,6 +47,10 @@ def _ttl(value: str | None) -> int | None:
 @handle_errors
 def list_(ctx: Context, show_all: bool, fmt: str, limit: int) -> None:
     """List active offenders, in numeric address order."""
+    from .. import reports
+    from ..policy import state
+    from ..publish.render import csv_bytes, offender_record
+
     with ctx.runtime() as rt, rt.store.read() as tx:
         now = rt.now()
         allow = reports.effective_allowlist(rt, tx)
@@ -89,6 +93,8 @@ def list_(ctx: Context, show_all: bool, fmt: str, limit: int) -> None:
 @handle_errors
 def show(ctx: Context, address: str, fmt: str) -> None:
     """One address: offenses per device, VDOM and cause; state; history; each feed's verdict."""
+    from .. import reports
+
     ip = parse_address(address.strip())
     with ctx.runtime() as rt:
         detail = reports.offender_detail(rt, ip)
@@ -147,6 +153,8 @@ def _print_detail(detail: reports.OffenderDetail, record: dict[str, Any]) -> Non
 @handle_errors
 def ban(ctx: Context, target: str, ttl: str | None, note: str | None, force: bool) -> None:
     """Publish an ADDRESS or NETWORK in every feed, whatever the devices report."""
+    from .. import compose, control
+
     with ctx.runtime() as rt:
         entry = control.ban(
             rt.store,
@@ -171,6 +179,8 @@ def ban(ctx: Context, target: str, ttl: str | None, note: str | None, force: boo
 @handle_errors
 def unban(ctx: Context, target: str, everywhere: bool, note: str | None) -> None:
     """Stop publishing an ADDRESS (or a banned NETWORK); a later offense lists it again."""
+    from .. import compose, control, push
+
     with ctx.runtime() as rt:
         result = control.unban(rt.store, target, actor=operator(), note=note, now=rt.now())
     what = ["offender marked unbanned"] if result.offender else []
@@ -195,6 +205,8 @@ def unban(ctx: Context, target: str, everywhere: bool, note: str | None) -> None
 @handle_errors
 def import_(ctx: Context, file: Path, ttl: str | None, note: str | None) -> None:
     """Bring in an existing list (one address, network or range a line), safely."""
+    from .. import compose, control
+
     try:
         lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
@@ -236,6 +248,8 @@ def import_(ctx: Context, file: Path, ttl: str | None, note: str | None) -> None
 @handle_errors
 def prune(ctx: Context) -> None:
     """Apply retention now and delete history older than [retention] keep_history."""
+    from .. import control
+
     keep = ctx.config.retention.keep_history
     with ctx.runtime() as rt:
         report = control.prune(rt.store, keep_history=keep, actor=operator(), now=rt.now())

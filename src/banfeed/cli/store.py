@@ -9,9 +9,6 @@ from typing import Any
 import click
 from rich.progress import Progress
 
-from ..publish.render import write_atomically
-from ..store import Store
-from ..store.copy import backup_sqlite, copy_store
 from .base import Context, err, handle_errors, main, out, pass_ctx
 
 
@@ -21,6 +18,8 @@ from .base import Context, err, handle_errors, main, out, pass_ctx
 @handle_errors
 def init(ctx: Context, force: bool) -> None:
     """Write a commented banfeed.toml and create the store."""
+    from ..publish.render import write_atomically
+
     if ctx.path.exists() and not force:
         err.print(f"{ctx.path} exists; keeping it (use --force to overwrite)")
     else:
@@ -41,6 +40,8 @@ def db() -> None:
 @handle_errors
 def db_upgrade(ctx: Context) -> None:
     """Apply pending schema migrations to the store (SQLite or PostgreSQL)."""
+    from ..store import Store
+
     store = Store(ctx.config.store_url(), create=True)
     try:
         before, after = store.upgrade()
@@ -59,6 +60,9 @@ def db_upgrade(ctx: Context) -> None:
 @handle_errors
 def db_copy(ctx: Context, source: str | None, target: str) -> None:
     """Copy a whole store (SQLite ⇄ PostgreSQL), with a count check at the end."""
+    from ..store import Store
+    from ..store.copy import copy_store
+
     src = Store(source or ctx.config.store_url())
     dst = Store(_relative_sqlite(target), create=True)
     try:
@@ -85,6 +89,9 @@ def db_copy(ctx: Context, source: str | None, target: str) -> None:
 @handle_errors
 def db_backup(ctx: Context, path: Path) -> None:
     """Write a consistent copy of the SQLite store to PATH, even while `run` writes to it."""
+    from ..store import Store
+    from ..store.copy import backup_sqlite
+
     store = Store(ctx.config.store_url())
     try:
         size = backup_sqlite(store, path)

@@ -11,11 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..config import load, split_listen
-from ..daemon import Daemon
 from ..errors import InputError
-from ..setupkit import fortigate_config
-from ..store import open_store
 from ..timeutil import parse_duration
 from .base import err, handle_errors, main
 
@@ -137,6 +133,10 @@ def simulate(
 def demo(listen: str, interval: str, directory: Path | None) -> None:
     """Simulated FortiGates (3 devices, 2 VDOMs, churn) + `banfeed run` on SQLite, until Ctrl-C."""
     from .. import simulator
+    from ..config import load, split_listen
+    from ..daemon import Daemon
+    from ..setupkit import fortigate_config
+    from ..store import open_store
 
     try:  # check the arguments before anything starts
         split_listen(listen)
