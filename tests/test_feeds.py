@@ -148,3 +148,25 @@ def test_bans_over_the_cap_are_counted_never_dropped_silently(store_url: str) ->
         build = build_feed(tx, FeedSpec("f", max_entries=2), POLICY, T0)
     store.close()
     assert len(build.entries) == 2 and build.overflow == 1
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 2500])
+def test_streamed_renderings_equal_the_whole_ones(count: int) -> None:
+    import csv as csv_mod
+    import io
+    import json as json_mod
+
+    from banfeed.publish.render import CSV_COLUMNS, csv_chunks, json_chunks, offender_record
+
+    rows = [
+        offender(f"45.{i // 65536}.{i // 256 % 256}.{i % 256}", count=i + 1) for i in range(count)
+    ]
+    records = [offender_record(o, T0, NONE) for o in rows]
+    assert "".join(json_chunks(rows, T0, NONE)) == json_mod.dumps(records, indent=1) + "\n"
+    expected = io.StringIO()
+    writer = csv_mod.writer(expected, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in records:
+        r["sources"], r["devices"] = " ".join(r["sources"]), " ".join(r["devices"])
+        writer.writerow(["" if r[c] is None else r[c] for c in CSV_COLUMNS])
+    assert "".join(csv_chunks(rows, T0, NONE)) == expected.getvalue()

@@ -7,15 +7,24 @@ where they say what the current build would do.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import compose
 from .compose import Runtime
 from .errors import InputError
-from .models import Consumer, Event, FeedState, FeedVersion, Offender, Offense
+from .models import (
+    Consumer,
+    Event,
+    FeedState,
+    FeedVersion,
+    Offender,
+    OffenderState,
+    Offense,
+)
 from .net import IPAddress
-from .policy import Allowlist, with_entries
+from .policy import Allowlist, state, with_entries
 from .publish import Served, Verdict, Why, explain, served
 from .publish.build import Coverage, FeedBuild
 from .publish.render import decompress, offender_record
@@ -120,6 +129,16 @@ def offender_detail(rt: Runtime, ip: IPAddress) -> OffenderDetail:
         for name, build in builds.items()
     ]
     return OffenderDetail(ip, offender, offenses, events, allow, rt.now(), verdicts)
+
+
+def listed_offenders(
+    tx: Tx, now: int, allowlist: Allowlist, *, every: bool = False
+) -> Iterator[Offender]:
+    """What `list` shows, streamed from the store in address order: active offenders, or
+    ``every`` one (expired, suppressed and unbanned too)."""
+    for offender in tx.iter_offenders(active_at=None if every else now):
+        if every or state(offender, now, allowlist) is OffenderState.ACTIVE:
+            yield offender
 
 
 def effective_allowlist(rt: Runtime, tx: Tx) -> Allowlist:

@@ -12,7 +12,6 @@ from rich.progress import Progress
 from rich.table import Table
 
 from ..errors import InputError
-from ..models import OffenderState
 from ..net import parse_address
 from ..timeutil import iso, parse_duration
 
@@ -49,41 +48,38 @@ def list_(ctx: Context, show_all: bool, fmt: str, limit: int) -> None:
     """List active offenders, in numeric address order."""
     from .. import reports
     from ..policy import state
-    from ..publish.render import csv_bytes, offender_record
+    from ..publish.render import csv_chunks, json_chunks
 
     with ctx.runtime() as rt, rt.store.read() as tx:
         now = rt.now()
         allow = reports.effective_allowlist(rt, tx)
-        offenders = list(tx.iter_offenders(active_at=None if show_all else now))
-    if not show_all:
-        offenders = [o for o in offenders if state(o, now, allow) is OffenderState.ACTIVE]
-    if fmt == "json":
-        click.echo(json.dumps([offender_record(o, now, allow) for o in offenders], indent=1))
-        return
-    if fmt == "csv":
-        click.echo(csv_bytes(offenders, now, allow), nl=False)
-        return
-    table = Table("ip", "state", "n", "last offense", "causes", "devices", "active until")
-    for column in (0, 3, 6):
-        table.columns[column].no_wrap = True
-    shown = offenders if limit <= 0 else offenders[:limit]
-    for o in shown:
-        table.add_row(
-            str(o.ip),
-            state(o, now, allow).value,
-            str(o.offense_count),
-            short_time(o.last_offense),
-            ", ".join(o.sources),
-            ", ".join(o.devices),
-            short_time(o.active_until) if o.active_until is not None else "forever",
-        )
+        offenders = reports.listed_offenders(tx, now, allow, every=show_all)
+        if fmt in ("json", "csv"):  # streamed: a million offenders in bounded memory
+            chunks = json_chunks if fmt == "json" else csv_chunks
+            for chunk in chunks(offenders, now, allow):
+                click.echo(chunk, nl=False)
+            return
+        table = Table("ip", "state", "n", "last offense", "causes", "devices", "active until")
+        for column in (0, 3, 6):
+            table.columns[column].no_wrap = True
+        count = 0
+        for o in offenders:
+            count += 1
+            if limit > 0 and count > limit:
+                continue  # counted, not shown
+            table.add_row(
+                str(o.ip),
+                state(o, now, allow).value,
+                str(o.offense_count),
+                short_time(o.last_offense),
+                ", ".join(o.sources),
+                ", ".join(o.devices),
+                short_time(o.active_until) if o.active_until is not None else "forever",
+            )
     out.print(table)
-    more = (
-        f" ({len(offenders) - len(shown)} more: --limit 0 or --format csv)"
-        if (len(shown) < len(offenders))
-        else ""
-    )
-    out.print(f"{len(offenders)} offenders{more}")
+    hidden = count - table.row_count
+    more = f" ({hidden} more: --limit 0 or --format csv)" if hidden > 0 else ""
+    out.print(f"{count} offenders{more}")
 
 
 @main.command()

@@ -13,7 +13,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,21 +74,44 @@ CSV_COLUMNS = (
 )
 
 
-def csv_bytes(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> bytes:
+def csv_chunks(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> Iterator[str]:
+    """The CSV rendering piece by piece (header, then about a thousand rows a piece), so a
+    million offenders are written in bounded memory."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for offender in offenders:
+    for n, offender in enumerate(offenders, 1):
         record = offender_record(offender, now, allowlist)
         record["sources"] = " ".join(record["sources"])
         record["devices"] = " ".join(record["devices"])
         writer.writerow(["" if record[c] is None else record[c] for c in CSV_COLUMNS])
-    return out.getvalue().encode("utf-8")
+        if n % 1000 == 0:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue()
+
+
+def json_chunks(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> Iterator[str]:
+    """``json.dumps(records, indent=1)`` and a newline, one record a piece (bounded memory)."""
+    pieces: list[str] = []
+    seen = False
+    for offender in offenders:
+        text = json.dumps(offender_record(offender, now, allowlist), indent=1)
+        pieces.append((",\n " if seen else "[\n ") + text.replace("\n", "\n "))
+        seen = True
+        if len(pieces) == 1000:
+            yield "".join(pieces)
+            pieces = []
+    yield "".join(pieces) + ("\n]\n" if seen else "[]\n")
+
+
+def csv_bytes(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> bytes:
+    return "".join(csv_chunks(offenders, now, allowlist)).encode("utf-8")
 
 
 def json_bytes(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> bytes:
-    records = [offender_record(o, now, allowlist) for o in offenders]
-    return (json.dumps(records, indent=1) + "\n").encode("utf-8")
+    return "".join(json_chunks(offenders, now, allowlist)).encode("utf-8")
 
 
 Renderer = Callable[[Iterable[Offender], int, Allowlist], bytes]
