@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "banfeed"
 LAYERS: dict[str, int] = {
     "errors": 0,
     "net": 1,
+    "spans": 1,
     "timeutil": 1,
     "models": 2,
     "config": 2,

@@ -28,7 +28,6 @@ from banfeed.models import (
 )
 from banfeed.policy import Escalation, PrefixGuard, build_allowlist
 from banfeed.publish import FeedPolicy, FeedSpec, Outcome, Publisher, Why, explain, served
-from banfeed.publish.build import Coverage
 from banfeed.store import Store, open_store
 from banfeed.timeutil import MAX_TIME
 from conftest import T0, Clock, cli
@@ -164,7 +163,7 @@ def test_explain_agrees_with_the_served_feed(
     with prop_store.read() as tx:
         shown = served(tx, "f")
     assert shown is not None
-    coverage = Coverage(shown.lines())
+    coverage = shown.lines()
     rows = {str(o.ip): o for o in offenders}
     for text in probes + list(rows):
         ip = ip_address(text)

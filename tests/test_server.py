@@ -350,9 +350,16 @@ def test_demo_serves_a_feed_and_stops_on_ctrl_c(tmp_path: Path) -> None:
 
 
 def _behind_the_back(db: Path, statement: str) -> None:
+    """A write in SQL that keeps the store's contract: the version bumped, and the rows it
+    changes stamped with it (a publisher keeps its active set in step by that stamp; rows
+    deleted are seen by their count)."""
     with sqlite3.connect(db) as conn:
-        conn.execute(statement)
         conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
+        conn.execute(statement)
+        conn.execute(
+            "UPDATE offenders SET changed = "
+            "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'version')"
+        )
 
 
 def test_mass_drop_guard_keeps_serving_the_last_good_feed(site: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from .models import (
 from .net import IPAddress
 from .policy import Allowlist, state, with_entries
 from .publish import Served, Verdict, Why, explain, served
-from .publish.build import Coverage, FeedBuild
+from .publish.build import FeedBuild
 from .publish.render import decompress, offender_record
 from .store import Tx
 from .timeutil import iso
@@ -61,7 +61,7 @@ def verdict(build: FeedBuild, shown: Served | None, ip: IPAddress, current: Verd
             name, current.listed, current.why, f"{current.reason} (not published yet)", None
         )
     number = shown.version.number
-    served_listed = Coverage(shown.lines()).line_for(ip) is not None
+    served_listed = shown.lines().line_for(ip) is not None
     if shown.pinned or shown.held or served_listed != current.listed:
         how = "pinned" if shown.pinned else "held" if shown.held else "published"
         words = "lists" if served_listed else "does not list"

@@ -1,26 +1,35 @@
 """Build: what each feed would publish from one snapshot of the store, with provenance.
 
-``build_feeds`` is the one function that decides feed lines. It takes :class:`FeedInputs` (read
-in one transaction, shared by every feed: one scan of the active offenders serves them all) and
-returns a :class:`FeedBuild` per feed: the lines, and what they came from (offenders, bans,
-escalated prefixes, aggregated blocks), so ``explain`` is a lookup in it, never a second
-implementation.
+``build_feeds`` is the one function that decides feed lines. It takes :class:`FeedInputs` (one
+snapshot, shared by every feed) and returns a :class:`FeedBuild` per feed: the lines, and what
+they came from (offenders, bans, escalated prefixes, aggregated blocks), so ``explain`` is a
+lookup in it, never a second implementation.
+
+The offenders are columns (:class:`~banfeed.publish.active.ActiveSet`): filters are masks,
+the never-block / protect / allowlist ranges are subtracted as intervals, aggregation and the
+cap run on arrays (``banfeed.spans``). Bans and escalated prefixes are few and stay objects
+until they are carved. Each vectorised step is property-tested against the ``ipaddress`` /
+plain-Python reference (tests/test_spans.py, tests/test_columns.py).
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network
 
-from ..models import AllowEntry, Ban, Family, Offender
-from ..net import IPAddress, IPNetwork, NetworkSet, aggregate, carve, sort_key
-from ..policy import Allowlist, Escalation, PrefixGuard, holes, suppression, with_entries
-from ..timeutil import iso
+import numpy as np
 
-Line = IPAddress | IPNetwork
+from .. import spans
+from ..models import AllowEntry, Ban, Family, Offender
+from ..net import IPAddress, IPNetwork
+from ..policy import Allowlist, Escalation, PrefixGuard, holes, with_entries
+from ..spans import Array
+from ..timeutil import iso
+from .active import FOREVER, ActiveSet, Columns, Combo, Member, Selection
+from .lines import Family as LineFamily
+from .lines import Line, Lines
 
 
 class Filter(StrEnum):
@@ -48,20 +57,13 @@ class FeedSpec:
     max_entries: int = 131072
     aggregate: bool = False
 
-    def excludes(self, offender: Offender, now: int) -> tuple[Filter, str] | None:
+    def excludes(self, offender: Offender | Member, now: int) -> tuple[Filter, str] | None:
         """Which filter of this feed leaves ``offender`` out, and how, or ``None``."""
         if not self.family.admits(offender.ip.version):
             return Filter.FAMILY, f"family is {self.family}"
-        if self.causes and not self.causes.intersection(s.lower() for s in offender.sources):
-            return Filter.CAUSES, f"causes {sorted(self.causes)} not among {list(offender.sources)}"
-        if self.devices and not self.devices.intersection(offender.devices):
-            return Filter.DEVICES, (
-                f"devices {sorted(self.devices)} not among {list(offender.devices)}"
-            )
-        if self.vdoms and not any(
-            v in self.vdoms or v.partition("/")[2] in self.vdoms for v in offender.vdoms
-        ):
-            return Filter.VDOMS, f"vdoms {sorted(self.vdoms)} not among {list(offender.vdoms)}"
+        found = self.excludes_origin(offender.sources, offender.devices, offender.vdoms)
+        if found is not None:
+            return found
         if offender.offense_count < self.min_offenses:
             return Filter.MIN_OFFENSES, f"fewer than {self.min_offenses} offenses"
         if self.seen_within is not None and offender.last_offense + self.seen_within <= now:
@@ -69,6 +71,33 @@ class FeedSpec:
                 f"last offense {iso(offender.last_offense)} is older than seen_within"
             )
         return None
+
+    def excludes_origin(
+        self, sources: tuple[str, ...], devices: tuple[str, ...], vdoms: tuple[str, ...]
+    ) -> tuple[Filter, str] | None:
+        """The filters on where offenses came from: causes, devices, VDOMs."""
+        if self.causes and not self.causes.intersection(s.lower() for s in sources):
+            return Filter.CAUSES, f"causes {sorted(self.causes)} not among {list(sources)}"
+        if self.devices and not self.devices.intersection(devices):
+            return Filter.DEVICES, f"devices {sorted(self.devices)} not among {list(devices)}"
+        if self.vdoms and not any(
+            v in self.vdoms or v.partition("/")[2] in self.vdoms for v in vdoms
+        ):
+            return Filter.VDOMS, f"vdoms {sorted(self.vdoms)} not among {list(vdoms)}"
+        return None
+
+    def selects(self, cols: Columns, combos: Sequence[Combo], now: int) -> Array:
+        """``excludes`` over a family's columns at once: a bool mask of the offenders this
+        feed's filters select (tests/test_columns.py checks it against ``excludes``)."""
+        if not self.family.admits(cols.version):
+            return np.zeros(len(cols), dtype=bool)
+        mask = cols.count >= self.min_offenses
+        if self.seen_within is not None:
+            mask &= cols.last > now - self.seen_within
+        if self.causes or self.devices or self.vdoms:
+            origin = [self.excludes_origin(c.sources, c.devices, c.vdoms) is None for c in combos]
+            mask &= np.asarray(origin, dtype=bool)[cols.combo] if origin else False
+        return mask
 
     def excludes_ban(self, ban: Ban) -> tuple[Filter, str] | None:
         """Which filter leaves a manual or imported ban out: only family, and device-based
@@ -95,13 +124,15 @@ class FeedPolicy:
     max_drop: float = 0.5  # the mass-drop guard's threshold (1.0: never hold)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class FeedInputs:
-    """One consistent snapshot of what feeds are made of (``publisher.read_inputs``)."""
+    """One consistent snapshot of what feeds are made of (``Publisher.inputs``)."""
 
-    version: int  # the store version it was read at
+    version: int  # the store version it reflects
     now: int
-    offenders: list[Offender]  # listed and active at ``now``, numeric order
+    rows: int  # offender rows in the store then (any state): fewer later means rows were deleted
+    read_at: int  # when the active set was last read whole (it is kept in step since)
+    active: ActiveSet  # listed offenders active when read; builds mask out the expired since
     bans: list[Ban]  # active at ``now``
     allow_entries: list[AllowEntry]  # the store's allowlist, active at ``now``
 
@@ -119,15 +150,15 @@ class FeedBuild:
     spec: FeedSpec
     inputs: FeedInputs
     allowlist: Allowlist  # the effective allowlist: config, protect and the store's entries
-    matched: list[Offender]  # every offender the feed's filters select (before the cap)
-    offenders: list[Offender]  # published offenders, numeric order
+    matched: Selection  # every offender the feed's filters select (before the cap)
+    offenders: Selection  # published offenders
     bans: list[Ban]  # bans the feed's filters select
     escalated: list[Escalated]  # prefixes published instead of their offenders
-    networks: list[IPNetwork]  # bans and escalated prefixes, carved and split by the guard
-    entries: list[Line]  # the lines of the plain feed, numeric order, disjoint
+    networks: Lines  # bans and escalated prefixes, carved and split by the guard
+    entries: Lines  # the lines of the plain feed, numeric order, disjoint
     overflow: int  # matching offenders (or, rarely, ban networks) left out by max_entries
     valid_until: int | None  # the feed changes by itself then (an expiry), store or not
-    _coverage: list[Coverage] = field(default_factory=list, repr=False)
+    _text: list[bytes] = field(default_factory=list, repr=False)
 
     @property
     def version(self) -> int:
@@ -140,28 +171,19 @@ class FeedBuild:
     def lines(self) -> list[str]:
         return [str(entry) for entry in self.entries]
 
+    def text(self) -> bytes:
+        """The plain feed (made once)."""
+        if not self._text:
+            self._text.append(self.entries.text())
+        return self._text[0]
+
     def covering(self, ip: IPAddress) -> Line | None:
         """The line of this build that covers ``ip``, or ``None``."""
-        if not self._coverage:
-            self._coverage.append(Coverage(self.entries))
-        return self._coverage[0].line_for(ip)
+        return self.entries.line_for(ip)
 
-
-class Coverage:
-    """Which of a feed's lines covers an address: the lines sorted by their first address,
-    and a binary search (feed lines are disjoint)."""
-
-    def __init__(self, lines: Sequence[Line]) -> None:
-        ordered = sorted(lines, key=line_key)
-        self._lines = ordered
-        self._starts = [interval(line)[:2] for line in ordered]
-        self._ends = [interval(line)[2] for line in ordered]
-
-    def line_for(self, ip: IPAddress) -> Line | None:
-        at = bisect.bisect_right(self._starts, (ip.version, int(ip))) - 1
-        if at >= 0 and self._starts[at][0] == ip.version and int(ip) <= self._ends[at]:
-            return self._lines[at]
-        return None
+    def active(self, ip: IPAddress) -> Member | None:
+        """The snapshot's active offender at ``ip`` (published or not), or ``None``."""
+        return self.inputs.active.get(ip, self.built)
 
 
 def interval(line: Line) -> tuple[int, int, int]:
@@ -174,10 +196,24 @@ def interval(line: Line) -> tuple[int, int, int]:
 def build_feeds(
     specs: Sequence[FeedSpec], policy: FeedPolicy, inputs: FeedInputs
 ) -> dict[str, FeedBuild]:
-    """Every feed from one snapshot: suppression is judged once per offender for all feeds."""
+    """Every feed from one snapshot: what may be published is judged once for all feeds."""
     allow = with_entries(policy.allowlist, inputs.allow_entries)
-    publishable = [o for o in inputs.offenders if suppression(o.ip, allow) is None]
-    return {spec.name: _build(spec, policy, inputs, allow, publishable) for spec in specs}
+    gaps = _holes(allow)
+    publishable = {
+        cols.version: (cols.until > inputs.now) & ~spans.contains(*gaps[cols.version], cols.addr)
+        for cols in inputs.active.families
+    }
+    return {spec.name: _build(spec, policy, inputs, allow, gaps, publishable) for spec in specs}
+
+
+def _holes(allow: Allowlist) -> dict[int, tuple[Array, Array]]:
+    """Never-block, protect and allowlist ranges, merged, per family."""
+    found: dict[int, tuple[list[int], list[int]]] = {4: ([], []), 6: ([], [])}
+    for network in holes(allow):
+        lo, hi = found[network.version]
+        lo.append(int(network.network_address))
+        hi.append(int(network.broadcast_address))
+    return {v: spans.merge(spans.array(lo, v), spans.array(hi, v)) for v, (lo, hi) in found.items()}
 
 
 def _build(
@@ -185,33 +221,36 @@ def _build(
     policy: FeedPolicy,
     inputs: FeedInputs,
     allow: Allowlist,
-    publishable: list[Offender],
+    gaps: dict[int, tuple[Array, Array]],
+    publishable: dict[int, Array],
 ) -> FeedBuild:
     """Offenders (addresses) and bans (networks) are combined; escalated prefixes replace
     their offenders; every network has the never-block, protected and allowlisted ranges carved
     out exactly, and none is broader than the prefix guard. Over ``max_entries``: first merge
     into CIDR blocks where that loses nothing; if still over, keep the bans, then the most
     recent, then most repeated, offenders, and count how many were left out."""
-    now = inputs.now
-    matched = [o for o in publishable if spec.excludes(o, now) is None]
+    now, active = inputs.now, inputs.active
+    chosen = {
+        cols.version: np.flatnonzero(
+            publishable[cols.version] & spec.selects(cols, active.combos, now)
+        )
+        for cols in active.families
+    }
+    matched = Selection(active, chosen[4], chosen[6])
     bans = [b for b in inputs.bans if spec.excludes_ban(b) is None]
     escalated = _escalate(policy.escalation, matched)
-    networks = policy.guard.split(
-        carve([b.network for b in bans] + [e.prefix for e in escalated], holes(allow))
-    )
+    networks = _networks([b.network for b in bans] + [e.prefix for e in escalated], gaps, policy)
     published = matched
     entries = _entries(published, networks, spec.aggregate, policy.guard)
     if len(entries) > spec.max_entries:
         entries = _entries(published, networks, True, policy.guard)
     dropped_networks = 0
     if len(entries) > spec.max_entries:
-        room = max(0, spec.max_entries - len(networks))
-        ranked = sorted(matched, key=lambda o: (o.last_offense, o.offense_count), reverse=True)
-        published = sorted(ranked[:room], key=lambda o: sort_key(o.ip))
+        published = matched.top(max(0, spec.max_entries - len(networks)))
         entries = _entries(published, networks, True, policy.guard)
         if len(entries) > spec.max_entries:  # bans alone exceed the cap: say so, never silently
             dropped_networks = len(entries) - spec.max_entries
-            entries = entries[: spec.max_entries]
+            entries = _first(entries, spec.max_entries)
     return FeedBuild(
         spec=spec,
         inputs=inputs,
@@ -227,48 +266,85 @@ def _build(
     )
 
 
-def _escalate(escalation: Escalation | None, matched: list[Offender]) -> list[Escalated]:
+def _escalate(escalation: Escalation | None, matched: Selection) -> list[Escalated]:
+    """The prefixes with at least ``min_offenders`` selected offenders, with their counts."""
     if escalation is None:
         return []
-    prefixes = escalation.prefixes(o.ip for o in matched)
-    if not prefixes:
-        return []
-    inside = NetworkSet((p, p) for p in prefixes)
-    counts: dict[IPNetwork, int] = dict.fromkeys(prefixes, 0)
-    for offender in matched:
-        hit = inside.match(offender.ip)
-        if hit is not None:
-            counts[hit[1]] += 1
-    return [Escalated(p, counts[p]) for p in prefixes]
+    found: list[Escalated] = []
+    for version, length in ((4, escalation.prefix_v4), (6, escalation.prefix_v6)):
+        addresses = matched.addresses(version)
+        if not len(addresses):
+            continue
+        shift = spans.BITS[version] - length
+        prefixes, counts = np.unique((addresses >> shift) << shift, return_counts=True)
+        for prefix, count in zip(prefixes.tolist(), counts.tolist(), strict=True):
+            if count >= escalation.min_offenders:
+                found.append(Escalated(_network(version, prefix, length), count))
+    return found
 
 
-def _entries(
-    offenders: list[Offender], networks: list[IPNetwork], merge: bool, guard: PrefixGuard
-) -> list[Line]:
-    if merge:
-        merged = guard.split(aggregate([*(o.ip for o in offenders), *networks]))
-        return [n.network_address if n.num_addresses == 1 else n for n in merged]
-    covered = NetworkSet((n, True) for n in networks)
-    lines: list[Line] = [o.ip for o in offenders if covered.match(o.ip) is None]
-    if not networks:
-        return lines  # offenders come in numeric order already
-    lines += [n.network_address if n.num_addresses == 1 else n for n in networks]
-    return sorted(lines, key=line_key)
+def _network(version: int, start: int, length: int) -> IPNetwork:
+    return (IPv4Network if version == 4 else IPv6Network)((start, length))
 
 
-def line_key(line: Line) -> tuple[int, int, int]:
-    """Numeric order of feed lines: IPv4 first, then by address, then by prefix length."""
-    if isinstance(line, IPv4Network | IPv6Network):
-        return (line.version, int(line.network_address), line.prefixlen)
-    return (line.version, int(line), line.max_prefixlen)
+def _networks(
+    items: list[IPNetwork], gaps: dict[int, tuple[Array, Array]], policy: FeedPolicy
+) -> Lines:
+    """Bans and escalated prefixes: merged, with the holes carved out, cut to the guard."""
+    families = []
+    for version in (4, 6):
+        own = [n for n in items if n.version == version]
+        lo = spans.array([int(n.network_address) for n in own], version)
+        hi = spans.array([int(n.broadcast_address) for n in own], version)
+        lo, hi = spans.subtract(*spans.merge(lo, hi), *gaps[version], version)
+        families.append(_blocks(version, lo, hi, policy.guard))
+    return Lines(*families)
+
+
+def _blocks(version: int, lo: Array, hi: Array, guard: PrefixGuard) -> LineFamily:
+    start, length = spans.cidrs(lo, hi, version)
+    limit = guard.max_prefix_v4 if version == 4 else guard.max_prefix_v6
+    return LineFamily(version, *spans.split_blocks(start, length, limit, version))
+
+
+def _entries(offenders: Selection, networks: Lines, merge: bool, guard: PrefixGuard) -> Lines:
+    families = []
+    for nets in networks.families:
+        version = nets.version
+        addresses = offenders.addresses(version)
+        if merge:
+            lo = np.concatenate([addresses, nets.start])
+            hi = np.concatenate([addresses, nets.ends()])
+            families.append(_blocks(version, *spans.merge(lo, hi), guard))
+            continue
+        outside = addresses[~spans.contains(*nets.merged(), addresses)]
+        start = np.concatenate([outside, nets.start])
+        full = np.full(len(outside), spans.BITS[version], dtype=np.int64)
+        length = np.concatenate([full, nets.length])
+        order = np.argsort(start, kind="stable")  # lines are disjoint: starts are distinct
+        families.append(LineFamily(version, start[order], length[order]))
+    return Lines(*families)
+
+
+def _first(lines: Lines, count: int) -> Lines:
+    v4 = np.arange(len(lines.v4)) < count
+    v6 = np.arange(len(lines.v6)) < count - len(lines.v4)
+    return lines.take(v4, v6)
 
 
 def _valid_until(
-    offenders: list[Offender], bans: list[Ban], allows: list[AllowEntry], spec: FeedSpec
+    matched: Selection, bans: list[Ban], allows: list[AllowEntry], spec: FeedSpec
 ) -> int | None:
-    moments = [o.active_until for o in offenders if o.active_until is not None]
-    if spec.seen_within is not None:
-        moments += [o.last_offense + spec.seen_within for o in offenders]
+    moments: list[int] = []
+    for cols in matched.active.families:
+        rows = matched.indices(cols.version)
+        if not len(rows):
+            continue
+        until = cols.until[rows]
+        if (until != FOREVER).any():
+            moments.append(int(until.min()))
+        if spec.seen_within is not None:
+            moments.append(int(cols.last[rows].min()) + spec.seen_within)
     moments += [b.expires for b in bans if b.expires is not None]
     moments += [e.expires for e in allows if e.expires is not None]
     return min(moments, default=None)

@@ -15,6 +15,7 @@ from ..models import Event, EventKind, Offender, OffenderStatus
 from ..net import IPAddress
 from ..policy import is_active, suppression
 from ..timeutil import iso
+from .active import Member
 from .build import FeedBuild
 
 
@@ -58,7 +59,7 @@ def explain(
     if found is not None:
         kind, words = found
         return Verdict(False, Why(kind.value), f"suppressed — {words}")
-    active = _active_offender(build, ip)
+    active = build.active(ip)
     if active is not None:
         excluded = build.spec.excludes(active, build.built)
         if excluded is not None:
@@ -85,7 +86,7 @@ def explain(
 
 
 def _listed(build: FeedBuild, ip: IPAddress, line: str) -> Verdict:
-    published = _published_offender(build, ip)
+    published = build.offenders.get(ip)
     if published is not None:
         if line == str(ip):
             return Verdict(
@@ -109,17 +110,8 @@ def _listed(build: FeedBuild, ip: IPAddress, line: str) -> Verdict:
     return Verdict(True, Why.AGGREGATED, f"within block {line}", line)
 
 
-def _published_offender(build: FeedBuild, ip: IPAddress) -> Offender | None:
-    return next((o for o in build.offenders if o.ip == ip), None)
-
-
-def _active_offender(build: FeedBuild, ip: IPAddress) -> Offender | None:
-    return next((o for o in build.inputs.offenders if o.ip == ip), None)
-
-
-def _capped(build: FeedBuild, offender: Offender) -> str:
-    rank = (offender.last_offense, offender.offense_count)
-    ahead = sum(1 for o in build.matched if (o.last_offense, o.offense_count) > rank)
+def _capped(build: FeedBuild, offender: Member) -> str:
+    ahead = build.matched.ahead(offender)
     return (
         f"left out by max_entries ({build.spec.max_entries}): {ahead} offenders of this feed "
         "are more recent or more repeated"

@@ -19,16 +19,15 @@ module is pure and tested without a database.
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from ..models import Ban, Event, Offender, OffenderStatus
 from ..net import IPNetwork
 from ..policy import is_active, suppression
-from .build import FeedBuild, Line, interval
+from .build import FeedBuild
+from .lines import Line, Lines, lost
 
 
 class Loss(StrEnum):
@@ -37,40 +36,14 @@ class Loss(StrEnum):
     UNEXPLAINED = "unexplained"
 
 
-def parse_lines(body: bytes) -> list[Line]:
+def parse_lines(body: bytes) -> Lines:
     """The lines of a published plain feed (written by banfeed: one address or CIDR a line)."""
-    lines: list[Line] = []
-    for text in body.decode("ascii").split("\n"):
-        if not text:
-            continue
-        lines.append(ip_network(text) if "/" in text else ip_address(text))
-    return lines
+    return Lines.parse(body)
 
 
-def lost_lines(old: Sequence[Line], new: FeedBuild) -> list[Line]:
+def lost_lines(old: Lines, new: FeedBuild) -> Lines:
     """Lines of ``old`` not wholly covered by the new build's lines."""
-    starts: list[tuple[int, int]] = []
-    ends: list[int] = []
-    for version, low, high in _merged(new.entries):
-        starts.append((version, low))
-        ends.append(high)
-    lost = []
-    for line in old:
-        version, low, high = interval(line)
-        at = bisect.bisect_right(starts, (version, low)) - 1
-        if not (at >= 0 and starts[at][0] == version and high <= ends[at]):
-            lost.append(line)
-    return lost
-
-
-def _merged(lines: Iterable[Line]) -> list[tuple[int, int, int]]:
-    merged: list[tuple[int, int, int]] = []
-    for version, low, high in sorted(interval(line) for line in lines):
-        if merged and merged[-1][0] == version and low <= merged[-1][2] + 1:
-            merged[-1] = (version, merged[-1][1], max(merged[-1][2], high))
-        else:
-            merged.append((version, low, high))
-    return merged
+    return lost(old, new.entries)
 
 
 @dataclass(frozen=True)
@@ -140,15 +113,15 @@ class Decision:
     allowlisted: int = 0
 
 
-def needs_facts(old: Sequence[Line], lost: Sequence[Line], max_drop: float) -> bool:
+def needs_facts(old: Lines, lost: Lines, max_drop: float) -> bool:
     """Only a loss above ``max_drop`` needs explaining (and store lookups)."""
-    return bool(old) and len(lost) > max_drop * len(old)
+    return len(old) > 0 and len(lost) > max_drop * len(old)
 
 
 def decide(
     build: FeedBuild,
-    old: Sequence[Line] | None,
-    lost: Sequence[Line],
+    old: Lines | None,
+    lost: Lines,
     facts: LossFacts | None,
     max_drop: float,
 ) -> Decision:

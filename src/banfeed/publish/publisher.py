@@ -20,9 +20,16 @@ from ..errors import ConflictError, StoreError
 from ..models import EventKind, FeedState, FeedVersion, Offender
 from ..store import Store, Tx
 from ..timeutil import Clock
-from .build import Coverage, FeedBuild, FeedInputs, FeedPolicy, FeedSpec, Line, build_feeds
+from .active import ActiveSet
+from .build import FeedBuild, FeedInputs, FeedPolicy, FeedSpec, build_feeds
 from .guard import Decision, LossFacts, decide, lost_lines, needs_facts, parse_lines
-from .render import compress, decompress, etag_of, text_body
+from .lines import Line, Lines, changes
+from .render import compress, decompress, etag_of
+
+# A publisher keeps the active offenders in memory and applies the rows each write changed; it
+# reads them whole again after this long (and whenever the store's version goes back, as after
+# a restore), so nothing a missed change could leave behind outlives it.
+FULL_READ_EVERY = 3600
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +77,30 @@ class Served:
         assert self.version.body is not None, "served versions keep their body"
         return decompress(self.version.body)
 
-    def lines(self) -> list[Line]:
+    def lines(self) -> Lines:
         return parse_lines(self.body())
 
 
-def read_inputs(tx: Tx, now: int) -> FeedInputs:
+def read_inputs(tx: Tx, now: int, kept: FeedInputs | None = None) -> FeedInputs:
+    """What feeds are made of now. With ``kept`` (an earlier snapshot of this store), only the
+    offender rows written since its version are read and applied to its active set."""
+    version, rows = tx.store_version(), tx.count_offenders()
+    # Rows gone (a prune, or a store wiped or restored behind banfeed's back) or the version
+    # gone back (a restore): read the whole set again, so the guards see what the store holds.
+    read_at = now
+    if kept is None or version < kept.version or rows < kept.rows:
+        active = ActiveSet.read(tx.offender_columns(active_at=now))
+    else:
+        read_at = kept.read_at
+        active = kept.active
+        if version > kept.version:
+            active = active.apply(tx.offender_columns(changed_after=kept.version))
     return FeedInputs(
-        version=tx.store_version(),
+        version=version,
+        rows=rows,
+        read_at=read_at,
         now=now,
-        offenders=list(tx.iter_offenders(active_at=now)),
+        active=active,
         bans=tx.active_bans(now),
         allow_entries=tx.allow_entries(now),
     )
@@ -116,13 +138,23 @@ class Publisher:
         self.etags: dict[str, str] = {}  # the ETag of each last build's plain text
         # The lines of the version this publisher recorded last, by feed: the next publish
         # compares with them without decompressing and parsing the stored body again.
-        self._recorded: dict[str, tuple[int, list[Line]]] = {}
+        self._recorded: dict[str, tuple[int, Lines]] = {}
+        self._inputs: FeedInputs | None = None  # the last snapshot, kept in step by version
 
     def build(self, tx: Tx) -> dict[str, FeedBuild]:
         """Every feed from the store's state now (no guard, nothing recorded)."""
-        builds = build_feeds(self.specs, self.policy, read_inputs(tx, int(self.clock())))
+        builds = build_feeds(self.specs, self.policy, self.inputs(tx))
         self.builds = builds
         return builds
+
+    def inputs(self, tx: Tx) -> FeedInputs:
+        """The snapshot to build from: the kept one brought up to the store's version."""
+        now = int(self.clock())
+        kept = self._inputs
+        if kept is not None and not 0 <= now - kept.read_at < FULL_READ_EVERY:
+            kept = None
+        self._inputs = read_inputs(tx, now, kept)
+        return self._inputs
 
     def publish(self) -> list[FeedResult]:
         """Build every feed, decide, and record new versions and holds in one transaction.
@@ -141,12 +173,12 @@ class Publisher:
         if state.pinned is not None:
             return FeedResult(name, Outcome.PINNED, build)
         last = tx.latest_version(name, with_body=False)
-        body = text_body(build.entries)
+        body = build.text()
         etag = self.etags[name] = etag_of(body)
         if last is not None and last.etag == etag:
             return FeedResult(name, Outcome.UNCHANGED, build)
         old = self._lines_of(tx, last)
-        lost = lost_lines(old, build) if old else []
+        lost = lost_lines(old, build) if old is not None else Lines()
         approved = (
             state.held_since is not None
             and state.approved is not None
@@ -161,16 +193,15 @@ class Publisher:
             decision = decide(build, old, lost, facts, self.policy.max_drop)
         if not decision.publish:
             return FeedResult(name, Outcome.HELD, build, decision)
-        old_set = {str(line) for line in old or ()}
-        new_set = set(build.lines())
+        added, removed = changes(old if old is not None else Lines(), build.entries)
         version = FeedVersion(
             feed=name,
             number=(last.number if last else 0) + 1,
             created=build.built,
             etag=etag,
             entries=len(build.entries),
-            added=len(new_set - old_set),
-            removed=len(old_set - new_set),
+            added=added,
+            removed=removed,
             matched=len(build.matched),
             overflow=build.overflow,
             reason=decision.reason,
@@ -180,7 +211,7 @@ class Publisher:
         )
         return FeedResult(name, Outcome.PUBLISHED, build, decision, version)
 
-    def _lines_of(self, tx: Tx, last: FeedVersion | None) -> list[Line] | None:
+    def _lines_of(self, tx: Tx, last: FeedVersion | None) -> Lines | None:
         """The lines of the newest version: remembered if this publisher recorded it, else
         read from the store (another replica or process recorded it)."""
         if last is None:
@@ -260,22 +291,29 @@ class Publisher:
             )
 
     def covered_offenders(self, tx: Tx, shown: Served) -> list[Offender]:
-        """The active offenders the served version's lines cover (what CSV and JSON list):
-        from the last build when it is the served version, else from the store."""
+        """The active offenders the served version's lines cover (what CSV and JSON list)."""
         build = self.builds.get(shown.version.feed)
         if build is not None and self.etags.get(shown.version.feed) == shown.version.etag:
-            return [o for o in build.inputs.offenders if build.covering(o.ip) is not None]
-        coverage = Coverage(shown.lines())
-        offenders = tx.iter_offenders(active_at=int(self.clock()))
-        return [o for o in offenders if coverage.line_for(o.ip) is not None]
+            lines = build.entries
+        else:
+            lines = shown.lines()
+        found: list[Offender] = []
+        chunk: list[Offender] = []
+        for offender in tx.iter_offenders(active_at=int(self.clock())):
+            chunk.append(offender)
+            if len(chunk) == 5000:
+                found += lines.covered(chunk)
+                chunk = []
+        return found + lines.covered(chunk)
 
 
-def _loss_facts(tx: Tx, lost: Sequence[Line], since: int) -> LossFacts:
-    networks = [line for line in lost if isinstance(line, IPv4Network | IPv6Network)]
-    addresses = [line for line in lost if not isinstance(line, IPv4Network | IPv6Network)]
+def _loss_facts(tx: Tx, lost: Lines, since: int) -> LossFacts:
+    items: list[Line] = list(lost)
+    networks = [line for line in items if isinstance(line, IPv4Network | IPv6Network)]
+    addresses = [line for line in items if not isinstance(line, IPv4Network | IPv6Network)]
     return LossFacts(
         offenders=tx.load_offenders(str(a) for a in addresses),
         inside={str(n): tx.offenders_within([n]) for n in networks},
-        bans=tx.bans_by_network([str(ip_network(line)) for line in lost]),
+        bans=tx.bans_by_network([str(ip_network(line)) for line in items]),
         unbans=tx.events_since(since - 1, [EventKind.UNBANNED]),
     )

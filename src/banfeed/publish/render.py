@@ -21,11 +21,13 @@ from ..errors import ExportError
 from ..models import Offender
 from ..policy import Allowlist, state, suppression_reason
 from ..timeutil import iso
-from .build import Line
+from .lines import Line, Lines
 
 
-def text_body(lines: Sequence[Line] | Sequence[str]) -> bytes:
+def text_body(lines: Lines | Sequence[Line] | Sequence[str]) -> bytes:
     """One address or CIDR a line, LF, no comments: what a FortiGate threat feed reads."""
+    if isinstance(lines, Lines):
+        return lines.text()
     return "".join(f"{line}\n" for line in lines).encode("ascii")
 
 

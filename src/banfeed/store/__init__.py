@@ -6,7 +6,8 @@ imports SQLAlchemy (tests/test_architecture.py enforces it); nothing outside ``e
 which database it is.
 """
 
+from ._offenders import OffenderColumns
 from .engine import Store, open_store
 from .tx import Tx
 
-__all__ = ["Store", "Tx", "open_store"]
+__all__ = ["OffenderColumns", "Store", "Tx", "open_store"]

@@ -48,6 +48,7 @@ OFFENDER_COLUMNS = (
     "status",
     "note",
     "updated",
+    "changed",
 )
 
 
@@ -63,8 +64,11 @@ def _json_tuple(text: str) -> tuple[str, ...]:
     return tuple(json.loads(text))
 
 
-def offender_tuple(offender: Offender, updated: int, ip_text: str | None = None) -> tuple[Any, ...]:
-    """The row of ``offender`` in OFFENDER_COLUMNS order."""
+def offender_tuple(
+    offender: Offender, updated: int, changed: int, ip_text: str | None = None
+) -> tuple[Any, ...]:
+    """The row of ``offender`` in OFFENDER_COLUMNS order (``changed``: the store version of the
+    write)."""
     return (
         ip_text or str(offender.ip),
         sort_key(offender.ip),
@@ -79,11 +83,8 @@ def offender_tuple(offender: Offender, updated: int, ip_text: str | None = None)
         str(offender.status),
         offender.note,
         updated,
+        changed,
     )
-
-
-def offender_values(offender: Offender, updated: int) -> dict[str, Any]:
-    return dict(zip(OFFENDER_COLUMNS, offender_tuple(offender, updated), strict=True))
 
 
 _STATUS = {s.value: s for s in OffenderStatus}  # cheaper than OffenderStatus(text) per row
@@ -137,3 +138,25 @@ def bulk_insert(
     else:
         params = [dict(zip(columns, row, strict=True)) for row in rows]
     conn.exec_driver_sql(str(compiled), params)
+
+
+def driver_rows(conn: Connection, query: Any, size: int = 20000) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of ``query`` as the driver's plain tuples, ``size`` at a time, in the current
+    transaction: a million narrow rows without a SQLAlchemy Row each (3x faster on SQLite).
+    PostgreSQL streams them through a server-side cursor, so memory stays bounded."""
+    compiled = query.compile(dialect=conn.dialect)
+    params: Any = compiled.params
+    if compiled.positional:
+        params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+    dbapi = conn.connection.driver_connection
+    assert dbapi is not None
+    if conn.dialect.name == "postgresql":
+        cursor = dbapi.cursor(name="banfeed_rows")
+    else:
+        cursor = dbapi.cursor()
+    try:
+        cursor.execute(str(compiled), params)
+        while chunk := cursor.fetchmany(size):
+            yield chunk
+    finally:
+        cursor.close()

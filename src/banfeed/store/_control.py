@@ -40,6 +40,7 @@ def _within(inner: IPNetwork, outer: IPNetwork) -> bool:
 
 class ControlQueries:
     conn: Connection
+    claimed: int | None  # the version this transaction bumped to, once it has
 
     def store_version(self) -> int:
         """A counter bumped by every change that can change a feed (the ETag source)."""
@@ -53,11 +54,15 @@ class ControlQueries:
         update_or_insert(self.conn, meta, meta.c.key == key, {"value": value}, {"key": key})
 
     def bump_version(self) -> int:
-        """Increment the version in SQL, so concurrent writers (replicas) never lose a bump: the
-        UPDATE takes the row lock and reads the committed value."""
-        bumped = cast(cast(meta.c.value, BigInteger) + 1, Text)
-        self.conn.execute(update(meta).where(meta.c.key == "version").values(value=bumped))
-        return self.store_version()
+        """The version of this transaction's changes: bumped once per transaction, by the first
+        call, in SQL, so concurrent writers (replicas) never lose a bump: the UPDATE takes the
+        row lock, held to commit, so writers that change feeds commit in version order and the
+        offender rows a write stamps with it are seen by the version that names them."""
+        if self.claimed is None:
+            bumped = cast(cast(meta.c.value, BigInteger) + 1, Text)
+            self.conn.execute(update(meta).where(meta.c.key == "version").values(value=bumped))
+            self.claimed = self.store_version()
+        return self.claimed
 
     def insert_events(self, items: Sequence[Event]) -> None:
         if items:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
@@ -17,12 +17,28 @@ from ._common import (
     active,
     bulk_insert,
     chunks,
+    driver_rows,
     offender_from_row,
     offender_tuple,
 )
 from .schema import events, offenders, offenses
 
 OFFENSE_COLUMNS = ("device", "vdom", "ip", "created", "expires", "source", "seen")
+
+# The narrow row feed builds read: (sort_key, last_offense, offense_count, active_until,
+# sources, devices, vdoms, listed) — JSON texts for the lists, decoded once per distinct value.
+OffenderColumns = tuple[bytes, int, int, int | None, str, str, str, bool]
+_NARROW = (
+    offenders.c.sort_key,
+    offenders.c.last_offense,
+    offenders.c.offense_count,
+    offenders.c.active_until,
+    offenders.c.sources,
+    offenders.c.devices,
+    offenders.c.vdoms,
+    offenders.c.status,
+)
+_LISTED = OffenderStatus.LISTED.value
 
 
 def _row_sort_key(row: tuple[Any, ...]) -> bytes:
@@ -31,11 +47,15 @@ def _row_sort_key(row: tuple[Any, ...]) -> bytes:
 
 class OffenderQueries:
     conn: Connection
+    bump_version: Callable[[], int]  # ControlQueries'; declared here for the writes' stamp
 
     def load_offenders(self, ips: Iterable[str], *, lock: bool = False) -> dict[str, Offender]:
         """Offenders by address; with ``lock``, row-locked until the transaction ends (PostgreSQL:
         two replicas updating one offender serialise instead of losing an offense count)."""
         found: dict[str, Offender] = {}
+        if lock:
+            # The version row first, then offender rows: every writer locks in that order.
+            self._stamp()
         query = BY_IP_LOCKED if lock else BY_IP
         # Sorted: replicas lock rows in one order, so they cannot deadlock each other.
         for chunk in chunks(sorted(set(ips)), BIG_CHUNK):
@@ -55,8 +75,9 @@ class OffenderQueries:
     ) -> None:
         """Insert new offenders (``texts``: their addresses as text, if the caller has them).
         In index order, so a large insert appends to the B-trees instead of scattering pages."""
+        changed = self._stamp()
         rows = [
-            offender_tuple(o, updated, texts[i] if texts is not None else None)
+            offender_tuple(o, updated, changed, texts[i] if texts is not None else None)
             for i, o in enumerate(items)
         ]
         rows.sort(key=_row_sort_key)
@@ -66,6 +87,7 @@ class OffenderQueries:
         """Rewrite the summary of existing offenders (every column but the address)."""
         if not items:
             return
+        changed = self._stamp()
         columns = [c for c in OFFENDER_COLUMNS if c not in ("ip", "sort_key", "family")]
         statement = (
             update(offenders)
@@ -74,7 +96,8 @@ class OffenderQueries:
         )
         params = []
         for offender in items:
-            row = dict(zip(OFFENDER_COLUMNS, offender_tuple(offender, updated), strict=True))
+            values = offender_tuple(offender, updated, changed)
+            row = dict(zip(OFFENDER_COLUMNS, values, strict=True))
             params.append({**{c: row[c] for c in columns}, "_ip": row["ip"]})
         self.conn.execute(statement, params)
 
@@ -89,6 +112,24 @@ class OffenderQueries:
             query = query.where(offenders.c.family == family)
         for row in self.conn.execution_options(yield_per=5000).execute(query):
             yield offender_from_row(row)
+
+    def offender_columns(
+        self, *, active_at: int | None = None, changed_after: int | None = None
+    ) -> Iterator[list[OffenderColumns]]:
+        """Narrow rows in chunks, by address: with ``active_at``, the offenders listed and active
+        then (a full read); with ``changed_after``, every row a write stamped with a later store
+        version, in any state (what keeps an in-memory active set in step)."""
+        query = select(*_NARROW).order_by(offenders.c.sort_key)
+        if active_at is not None:
+            query = query.where(active(active_at))
+        if changed_after is not None:
+            query = query.where(offenders.c.changed > changed_after)
+        for part in driver_rows(self.conn, query):
+            yield [(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7] == _LISTED) for r in part]
+
+    def _stamp(self) -> int:
+        """The store version this transaction's writes carry (claimed once per transaction)."""
+        return self.bump_version()
 
     def count_offenders(self, *, active_at: int | None = None) -> int:
         query = select(func.count()).select_from(offenders)
@@ -130,7 +171,9 @@ class OffenderQueries:
 
     def set_offender_status(self, ip: str, status: OffenderStatus, now: int) -> bool:
         query = (
-            update(offenders).where(offenders.c.ip == ip).values(status=status.value, updated=now)
+            update(offenders)
+            .where(offenders.c.ip == ip)
+            .values(status=status.value, updated=now, changed=self._stamp())
         )
         return self.conn.execute(query).rowcount > 0
 

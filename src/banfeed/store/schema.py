@@ -52,7 +52,11 @@ offenders = Table(
     Column("status", String(16), nullable=False),  # listed | unbanned
     Column("note", Text, nullable=True),
     Column("updated", BigInteger, nullable=False),
+    # The store version of the write that last changed the row: what in-memory active sets
+    # read to stay in step (``Tx.offender_columns(changed_after=...)``).
+    Column("changed", BigInteger, nullable=False, server_default="0"),
     Index(None, "active_until"),
+    Index(None, "changed"),
 )
 
 offenses = Table(

@@ -17,3 +17,4 @@ class Tx(OffenderQueries, ControlQueries, FeedQueries):
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.claimed = None

@@ -1,0 +1,269 @@
+"""The active offenders as columns: what feed builds are made of, kept in memory between builds.
+
+One array per column and family, ascending by address: ``addr`` (the family's dtype, see
+``spans``), ``last`` (last offense), ``count`` (offenses), ``until`` (active until;
+:data:`FOREVER` for no expiry) and ``combo`` (an index into :attr:`ActiveSet.combos`, the few
+distinct ``(sources, devices, vdoms)`` a fleet produces). A build filters, ranks and aggregates
+these arrays; it makes no object per offender.
+
+The set is read whole once, then kept in step with the store by the rows changed since the
+version it reflects (``Tx.offender_columns(changed_after=…)``): each cycle and each operator
+action costs what it changed. Rows that expire stay until the next full read: every build masks
+them out by ``until``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import spans
+from ..net import IPAddress, address_from_sort_key
+from ..spans import Array
+from ..store import OffenderColumns
+
+FOREVER = np.iinfo(np.int64).max  # ``until`` of an offender without expiry
+
+
+@dataclass(frozen=True, slots=True)
+class Combo:
+    sources: tuple[str, ...]
+    devices: tuple[str, ...]
+    vdoms: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One active offender, as a build sees it (what feed filters and explanations read)."""
+
+    ip: IPAddress
+    last_offense: int
+    offense_count: int
+    active_until: int | None
+    sources: tuple[str, ...]
+    devices: tuple[str, ...]
+    vdoms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """One family's active offenders, ascending by address."""
+
+    version: int
+    addr: Array
+    last: Array
+    count: Array
+    until: Array
+    combo: Array
+
+    @classmethod
+    def empty(cls, version: int) -> Columns:
+        ints = np.empty(0, dtype=np.int64)
+        return cls(version, spans.empty(version), ints, ints, ints, np.empty(0, dtype=np.int32))
+
+    def __len__(self) -> int:
+        return len(self.addr)
+
+    def index(self, value: int) -> int | None:
+        at = int(np.searchsorted(self.addr, value))
+        if at < len(self.addr) and int(self.addr[at]) == value:
+            return at
+        return None
+
+    def take(self, keep: Array) -> Columns:
+        return Columns(
+            self.version,
+            self.addr[keep],
+            self.last[keep],
+            self.count[keep],
+            self.until[keep],
+            self.combo[keep],
+        )
+
+
+class ActiveSet:
+    """Every listed offender that was active when read (both families), and the store version
+    it reflects."""
+
+    def __init__(
+        self, v4: Columns, v6: Columns, combos: list[Combo], index: dict[tuple[str, str, str], int]
+    ) -> None:
+        self.v4, self.v6 = v4, v6
+        self.combos = combos
+        self._index = index
+
+    @classmethod
+    def empty(cls) -> ActiveSet:
+        return cls(Columns.empty(4), Columns.empty(6), [], {})
+
+    @classmethod
+    def read(cls, chunks: Iterable[Sequence[OffenderColumns]]) -> ActiveSet:
+        """From the store's narrow rows (``Tx.offender_columns(active_at=…)``)."""
+        return cls.empty().apply(chunks)
+
+    @property
+    def families(self) -> tuple[Columns, Columns]:
+        return self.v4, self.v6
+
+    def family(self, version: int) -> Columns:
+        return self.v4 if version == 4 else self.v6
+
+    def __len__(self) -> int:
+        return len(self.v4) + len(self.v6)
+
+    def member(self, cols: Columns, at: int) -> Member:
+        combo = self.combos[int(cols.combo[at])]
+        until = int(cols.until[at])
+        return Member(
+            ip=address_from_sort_key(_key(cols.version, int(cols.addr[at]))),
+            last_offense=int(cols.last[at]),
+            offense_count=int(cols.count[at]),
+            active_until=None if until == FOREVER else until,
+            sources=combo.sources,
+            devices=combo.devices,
+            vdoms=combo.vdoms,
+        )
+
+    def get(self, ip: IPAddress, now: int) -> Member | None:
+        """The offender at ``ip`` if it is in the set and active at ``now``."""
+        cols = self.family(ip.version)
+        at = cols.index(int(ip))
+        if at is None or int(cols.until[at]) <= now:
+            return None
+        return self.member(cols, at)
+
+    def apply(self, chunks: Iterable[Sequence[OffenderColumns]]) -> ActiveSet:
+        """A new set with changed rows applied: each replaces the address's old row; rows no
+        longer listed leave the set. This set is left as it was (builds may still read it)."""
+        combos, index = list(self.combos), dict(self._index)
+        rows: dict[int, list[OffenderColumns]] = {4: [], 6: []}
+        for chunk in chunks:
+            for row in chunk:
+                rows[4 if len(row[0]) == 5 else 6].append(row)
+        v4 = _merge(self.v4, rows[4], combos, index)
+        v6 = _merge(self.v6, rows[6], combos, index)
+        return ActiveSet(v4, v6, combos, index)
+
+
+def _key(version: int, value: int) -> bytes:
+    return bytes([version]) + value.to_bytes(4 if version == 4 else 16, "big")
+
+
+def _merge(
+    cols: Columns,
+    rows: list[OffenderColumns],
+    combos: list[Combo],
+    index: dict[tuple[str, str, str], int],
+) -> Columns:
+    if not rows:
+        return cols
+    version = cols.version
+    rows.sort(key=lambda row: row[0])
+    keys, last, count, until, sources, devices, vdoms, listed = zip(*rows, strict=True)
+    if version == 4:
+        packed = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 5)[:, 1:]
+        addr = packed.copy().view(">u4").reshape(-1).astype(np.int64)
+    else:
+        addr = np.array([int.from_bytes(k[1:], "big") for k in keys], dtype=object)
+    unique = np.ones(len(addr), dtype=bool)  # the last row of an address wins
+    unique[:-1] = addr[1:] != addr[:-1]
+    # Drop every old row of a changed address, then insert the changed rows still listed.
+    at = np.searchsorted(cols.addr, addr)
+    hit = at < len(cols.addr)
+    hit[hit] = cols.addr[at[hit]] == addr[hit]
+    keep = np.ones(len(cols.addr), dtype=bool)
+    keep[at[hit]] = False
+    base = cols.take(keep)
+    new = unique & np.asarray(listed, dtype=bool)
+    if not new.any():
+        return base
+    ids = np.array(
+        [_combo_id(t, combos, index) for t in zip(sources, devices, vdoms, strict=True)],
+        dtype=np.int32,
+    )
+    forever = [FOREVER if u is None else u for u in until]
+    add = np.flatnonzero(new)
+    where = np.searchsorted(base.addr, addr[add])
+    return Columns(
+        version,
+        np.insert(base.addr, where, addr[add]),
+        np.insert(base.last, where, np.asarray(last, dtype=np.int64)[add]),
+        np.insert(base.count, where, np.asarray(count, dtype=np.int64)[add]),
+        np.insert(base.until, where, np.asarray(forever, dtype=np.int64)[add]),
+        np.insert(base.combo, where, ids[add]),
+    )
+
+
+def _combo_id(
+    texts: tuple[str, str, str], combos: list[Combo], index: dict[tuple[str, str, str], int]
+) -> int:
+    found = index.get(texts)
+    if found is None:
+        found = index[texts] = len(combos)
+        combos.append(Combo(*(tuple(json.loads(t)) for t in texts)))
+    return found
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Offenders of a build's active set: row indices per family, ascending by address."""
+
+    active: ActiveSet
+    v4: Array
+    v6: Array
+
+    def indices(self, version: int) -> Array:
+        return self.v4 if version == 4 else self.v6
+
+    def addresses(self, version: int) -> Array:
+        return self.active.family(version).addr[self.indices(version)]
+
+    def __len__(self) -> int:
+        return len(self.v4) + len(self.v6)
+
+    def __iter__(self) -> Iterator[Member]:
+        """Each selected offender as an object, in numeric order (for the few who want them)."""
+        for cols in self.active.families:
+            for at in self.indices(cols.version).tolist():
+                yield self.active.member(cols, at)
+
+    def get(self, ip: IPAddress) -> Member | None:
+        cols = self.active.family(ip.version)
+        at = cols.index(int(ip))
+        rows = self.indices(ip.version)
+        if at is None:
+            return None
+        where = int(np.searchsorted(rows, at))
+        if where < len(rows) and int(rows[where]) == at:
+            return self.active.member(cols, at)
+        return None
+
+    def rank(self) -> tuple[Array, Array]:
+        """``(last offense, offenses)`` of every selected offender, IPv4 then IPv6."""
+        v4, v6 = self.active.v4, self.active.v6
+        return (
+            np.concatenate([v4.last[self.v4], v6.last[self.v6]]),
+            np.concatenate([v4.count[self.v4], v6.count[self.v6]]),
+        )
+
+    def ahead(self, member: Member) -> int:
+        """How many selected offenders are more recent, or as recent and more repeated."""
+        last, count = self.rank()
+        newer = (last > member.last_offense) | (
+            (last == member.last_offense) & (count > member.offense_count)
+        )
+        return int(newer.sum())
+
+    def top(self, room: int) -> Selection:
+        """The ``room`` most recent, then most repeated (ties: lower address first)."""
+        last, count = self.rank()
+        order = np.lexsort((np.arange(len(last)), -count, -last))[:room]
+        split = len(self.v4)
+        return Selection(
+            self.active,
+            np.sort(self.v4[order[order < split]]),
+            np.sort(self.v6[order[order >= split] - split]),
+        )
