@@ -25,7 +25,7 @@ from banfeed.policy import (
 from banfeed.publish import FeedPolicy, FeedSpec, Publisher
 from banfeed.publish.active import ActiveSet
 from banfeed.publish.build import FeedInputs, build_feeds
-from banfeed.store import open_store
+from banfeed.store import FOREVER, open_store
 from conftest import T0, Clock
 
 DAY = 86400
@@ -35,16 +35,19 @@ PROPERTY = settings(max_examples=150, deadline=None)
 
 
 def row(o: Offender) -> Any:
+    """The narrow row the store gives (``Tx.offender_columns``)."""
     return (
         sort_key(o.ip),
         o.last_offense,
         o.offense_count,
-        o.active_until,
-        json.dumps(list(o.sources)),
-        json.dumps(list(o.devices)),
-        json.dumps(list(o.vdoms)),
+        FOREVER if o.active_until is None else o.active_until,
+        "\n".join(json.dumps(list(x)) for x in (o.sources, o.devices, o.vdoms)),
         o.status is OffenderStatus.LISTED,
     )
+
+
+def chunk(items: list[Offender]) -> list[Any]:
+    return sorted((row(o) for o in items), key=lambda r: r[0])  # sort-key order, as read
 
 
 def make(
@@ -195,7 +198,7 @@ def test_columnar_build_equals_the_plain_python_build(
     )
     # Half the rows arrive as a later change: the set kept in step must build the same feed.
     first, later = rows[::2], rows[1::2]
-    active = ActiveSet.read([[row(o) for o in first]]).apply([[row(o) for o in later]])
+    active = ActiveSet.read([chunk(first)]).apply([chunk(later)])
     build = build_feeds([spec], policy, FeedInputs(1, T0, len(rows), T0, active, bans, allows))["f"]
     lines, overflow, valid_until, published, escalated = reference(spec, policy, rows, bans, allows)
     assert build.lines() == lines
@@ -218,11 +221,13 @@ def test_selects_is_excludes_and_apply_is_a_fresh_read(
     rows: list[Offender], changes: list[list[Offender]], spec: FeedSpec
 ) -> None:
     state = {o.ip: o for o in rows}
-    active = ActiveSet.read([[row(o) for o in rows if o.status is OffenderStatus.LISTED]])
+    active = ActiveSet.read([chunk([o for o in rows if o.status is OffenderStatus.LISTED])])
     for change in changes:
-        active = active.apply([[row(o) for o in change]])
+        active = active.apply([chunk(change)])
         state.update({o.ip: o for o in change})
-    fresh = ActiveSet.read([[row(o) for o in state.values() if o.status is OffenderStatus.LISTED]])
+    fresh = ActiveSet.read(
+        [chunk([o for o in state.values() if o.status is OffenderStatus.LISTED])]
+    )
     for kept, read in zip(active.families, fresh.families, strict=True):
         assert kept.addr.tolist() == read.addr.tolist()
         assert kept.until.tolist() == read.until.tolist()
@@ -241,6 +246,56 @@ def test_selects_is_excludes_and_apply_is_a_fresh_read(
             o.active_until is None or o.active_until > T0
         )
         assert (active.get(o.ip, T0) is not None) == expected
+
+
+def same(a: ActiveSet, b: ActiveSet) -> None:
+    for x, y in zip(a.families, b.families, strict=True):
+        for column in ("addr", "last", "count", "until"):
+            assert getattr(x, column).tolist() == getattr(y, column).tolist(), column
+        assert [a.combos[i] for i in x.combo] == [b.combos[i] for i in y.combo]
+
+
+@PROPERTY
+@given(rows=st.lists(offenders, max_size=60, unique_by=lambda o: o.ip))
+def test_an_active_set_survives_its_bytes(rows: list[Offender]) -> None:
+    active = ActiveSet.read([chunk(rows)])
+    again = ActiveSet.from_bytes(active.to_bytes())
+    same(active, again)
+    more = [make(1000 + i, i % 2 == 0, 2, 0, None, "New", "fw-3", True) for i in range(3)]
+    same(active.apply([chunk(more)]), again.apply([chunk(more)]))
+
+
+def test_a_new_process_starts_from_the_saved_set_unless_rows_went(tmp_path: Path) -> None:
+    """Publisher A reads whole and saves the set; B (a new process: export, a restart) starts
+    from it plus the rows stamped since, and builds what a full read builds; after a prune
+    deleted rows, or once the saved set is an hour old, B reads whole again."""
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+    policy = FeedPolicy(build_allowlist([]))
+    spec = FeedSpec("f", max_entries=10_000)
+    rows = [make(i, i % 4 == 0, 1, 60, T0 + DAY, "IPS", "fw-1", True) for i in range(200)]
+    with store.write() as tx:
+        tx.insert_offenders(rows, T0)
+    [a] = Publisher(store, [spec], policy, Clock(T0)).publish()
+    assert a.build.inputs.whole
+    with store.read() as tx:
+        saved = tx.latest_snapshot()
+    assert saved is not None and saved.version == a.build.version
+    with store.write() as tx:
+        tx.insert_offenders([make(600, False, 1, 0, T0 + DAY, "DoS", "fw-2", True)], T0)
+        tx.set_offender_status(str(rows[3].ip), OffenderStatus.UNBANNED, T0)
+    [b] = Publisher(store, [spec], policy, Clock(T0 + 60)).publish()
+    assert not b.build.inputs.whole
+    with store.read() as tx:
+        fresh = ActiveSet.read(tx.offender_columns(active_at=T0 + 60))
+    same(b.build.inputs.active, fresh)
+    assert len(b.build.entries) == 200
+    with store.write() as tx:  # a prune (or a wipe behind banfeed's back) deletes rows
+        tx.conn.exec_driver_sql("DELETE FROM offenders WHERE ip LIKE '45.33.0.1%'")
+    [c] = Publisher(store, [spec], policy, Clock(T0 + 120)).publish()
+    assert c.build.inputs.whole
+    [d] = Publisher(store, [spec], policy, Clock(T0 + 120 + 3600)).publish()
+    assert d.build.inputs.whole  # the saved set is an hour old
+    store.close()
 
 
 def test_the_publisher_reads_only_what_changed_and_stays_in_step(tmp_path: Path) -> None:
@@ -293,7 +348,7 @@ def _recount(o: Offender, count: int) -> Offender:
 
 def test_ipv6_and_ipv4_columns_keep_their_types() -> None:
     rows = [make(i, v6, 1, 0, None, "IPS", "fw-1", True) for i in range(5) for v6 in (False, True)]
-    active = ActiveSet.read([[row(o) for o in rows]])
+    active = ActiveSet.read([chunk(rows)])
     assert active.v4.addr.dtype == np.int64 and active.v6.addr.dtype == object
     assert isinstance(active.v6.addr[0], int) and active.v6.addr[0] >= 2**64
     assert active.get(IPv6Network(V6).network_address, T0) is not None

@@ -14,6 +14,8 @@ them out by ``until``.
 
 from __future__ import annotations
 
+import bisect
+import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,9 +25,13 @@ import numpy as np
 from .. import spans
 from ..net import IPAddress, address_from_sort_key
 from ..spans import Array
+from ..store import FOREVER as STORE_FOREVER
 from ..store import OffenderColumns
 
-FOREVER = np.iinfo(np.int64).max  # ``until`` of an offender without expiry
+FOREVER = np.int64(STORE_FOREVER)  # ``until`` of an offender without expiry
+
+
+_LOW = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +95,7 @@ class ActiveSet:
     it reflects."""
 
     def __init__(
-        self, v4: Columns, v6: Columns, combos: list[Combo], index: dict[tuple[str, str, str], int]
+        self, v4: Columns, v6: Columns, combos: list[Combo], index: dict[str, int]
     ) -> None:
         self.v4, self.v6 = v4, v6
         self.combos = combos
@@ -135,14 +141,68 @@ class ActiveSet:
             return None
         return self.member(cols, at)
 
+    def to_bytes(self) -> bytes:
+        """The set as an ``.npz`` archive (no pickles): IPv6 addresses as two 64-bit halves,
+        the combinations as JSON. What ``Tx.save_snapshot`` keeps for new processes."""
+        arrays: dict[str, Array] = {}
+        for cols in self.families:
+            name = f"v{cols.version}"
+            if cols.version == 4:
+                arrays[f"{name}_addr"] = cols.addr.astype(np.uint32)
+            else:  # two 64-bit halves
+                arrays[f"{name}_high"] = np.array([a >> 64 for a in cols.addr], dtype=np.uint64)
+                arrays[f"{name}_low"] = np.array([a & _LOW for a in cols.addr], dtype=np.uint64)
+            arrays[f"{name}_last"] = cols.last
+            arrays[f"{name}_count"] = cols.count
+            arrays[f"{name}_until"] = cols.until
+            arrays[f"{name}_combo"] = cols.combo
+        combos = [[list(c.sources), list(c.devices), list(c.vdoms)] for c in self.combos]
+        arrays["combos"] = np.frombuffer(json.dumps(combos).encode(), dtype=np.uint8)
+        out = io.BytesIO()
+        np.savez(out, allow_pickle=False, **arrays)
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> ActiveSet:
+        archive = np.load(io.BytesIO(body), allow_pickle=False)
+        families = []
+        for version in (4, 6):
+            name = f"v{version}"
+            if version == 4:
+                addr = archive[f"{name}_addr"].astype(np.int64)
+            else:
+                high, low = archive[f"{name}_high"].tolist(), archive[f"{name}_low"].tolist()
+                halves = zip(high, low, strict=True)
+                addr = np.array([h << 64 | lo for h, lo in halves], dtype=object)
+            families.append(
+                Columns(
+                    version,
+                    addr,
+                    archive[f"{name}_last"],
+                    archive[f"{name}_count"],
+                    archive[f"{name}_until"],
+                    archive[f"{name}_combo"],
+                )
+            )
+        combos = [
+            Combo(tuple(s), tuple(d), tuple(v))
+            for s, d, v in json.loads(archive["combos"].tobytes().decode())
+        ]
+        index = {
+            "\n".join(json.dumps(list(x)) for x in (c.sources, c.devices, c.vdoms)): i
+            for i, c in enumerate(combos)
+        }
+        return cls(families[0], families[1], combos, index)
+
     def apply(self, chunks: Iterable[Sequence[OffenderColumns]]) -> ActiveSet:
         """A new set with changed rows applied: each replaces the address's old row; rows no
         longer listed leave the set. This set is left as it was (builds may still read it)."""
         combos, index = list(self.combos), dict(self._index)
         rows: dict[int, list[OffenderColumns]] = {4: [], 6: []}
-        for chunk in chunks:
-            for row in chunk:
-                rows[4 if len(row[0]) == 5 else 6].append(row)
+        for chunk in chunks:  # by sort key: IPv4 rows (5-byte keys), then IPv6 (17 bytes)
+            split = bisect.bisect_left(chunk, 6, key=lambda row: len(row[0]))
+            rows[4] += chunk[:split]
+            rows[6] += chunk[split:]
         v4 = _merge(self.v4, rows[4], combos, index)
         v6 = _merge(self.v6, rows[6], combos, index)
         return ActiveSet(v4, v6, combos, index)
@@ -156,18 +216,19 @@ def _merge(
     cols: Columns,
     rows: list[OffenderColumns],
     combos: list[Combo],
-    index: dict[tuple[str, str, str], int],
+    index: dict[str, int],
 ) -> Columns:
     if not rows:
         return cols
     version = cols.version
-    rows.sort(key=lambda row: row[0])
-    keys, last, count, until, sources, devices, vdoms, listed = zip(*rows, strict=True)
+    keys, last, count, until, origins, listed = zip(*rows, strict=True)
     if version == 4:
         packed = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 5)[:, 1:]
         addr = packed.copy().view(">u4").reshape(-1).astype(np.int64)
     else:
         addr = np.array([int.from_bytes(k[1:], "big") for k in keys], dtype=object)
+    order = np.argsort(addr, kind="stable")  # already in order when read by sort key
+    addr = addr[order]
     unique = np.ones(len(addr), dtype=bool)  # the last row of an address wins
     unique[:-1] = addr[1:] != addr[:-1]
     # Drop every old row of a changed address, then insert the changed rows still listed.
@@ -177,33 +238,30 @@ def _merge(
     keep = np.ones(len(cols.addr), dtype=bool)
     keep[at[hit]] = False
     base = cols.take(keep)
-    new = unique & np.asarray(listed, dtype=bool)
+    new = unique & np.asarray(listed, dtype=bool)[order]
     if not new.any():
         return base
-    ids = np.array(
-        [_combo_id(t, combos, index) for t in zip(sources, devices, vdoms, strict=True)],
+    ids = np.fromiter(
+        (index.get(o) if o in index else _combo_id(o, combos, index) for o in origins),
         dtype=np.int32,
+        count=len(origins),
     )
-    forever = [FOREVER if u is None else u for u in until]
-    add = np.flatnonzero(new)
-    where = np.searchsorted(base.addr, addr[add])
+    add = order[new]
+    where = np.searchsorted(base.addr, addr[new])
     return Columns(
         version,
-        np.insert(base.addr, where, addr[add]),
+        np.insert(base.addr, where, addr[new]),
         np.insert(base.last, where, np.asarray(last, dtype=np.int64)[add]),
         np.insert(base.count, where, np.asarray(count, dtype=np.int64)[add]),
-        np.insert(base.until, where, np.asarray(forever, dtype=np.int64)[add]),
+        np.insert(base.until, where, np.asarray(until, dtype=np.int64)[add]),
         np.insert(base.combo, where, ids[add]),
     )
 
 
-def _combo_id(
-    texts: tuple[str, str, str], combos: list[Combo], index: dict[tuple[str, str, str], int]
-) -> int:
-    found = index.get(texts)
-    if found is None:
-        found = index[texts] = len(combos)
-        combos.append(Combo(*(tuple(json.loads(t)) for t in texts)))
+def _combo_id(origin: str, combos: list[Combo], index: dict[str, int]) -> int:
+    found = index[origin] = len(combos)
+    sources, devices, vdoms = origin.split("\n")
+    combos.append(Combo(*(tuple(json.loads(t)) for t in (sources, devices, vdoms))))
     return found
 
 

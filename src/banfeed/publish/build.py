@@ -135,6 +135,7 @@ class FeedInputs:
     active: ActiveSet  # listed offenders active when read; builds mask out the expired since
     bans: list[Ban]  # active at ``now``
     allow_entries: list[AllowEntry]  # the store's allowlist, active at ``now``
+    whole: bool = False  # the active set was read whole for it (not kept in step)
 
 
 @dataclass(frozen=True, slots=True)

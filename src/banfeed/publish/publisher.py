@@ -18,7 +18,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from ..errors import ConflictError, StoreError
 from ..models import EventKind, FeedState, FeedVersion, Offender
-from ..store import Store, Tx
+from ..store import Snapshot, Store, Tx
 from ..timeutil import Clock
 from .active import ActiveSet
 from .build import FeedBuild, FeedInputs, FeedPolicy, FeedSpec, build_feeds
@@ -82,19 +82,31 @@ class Served:
 
 
 def read_inputs(tx: Tx, now: int, kept: FeedInputs | None = None) -> FeedInputs:
-    """What feeds are made of now. With ``kept`` (an earlier snapshot of this store), only the
-    offender rows written since its version are read and applied to its active set."""
+    """What feeds are made of now. The active set comes from ``kept`` (an earlier snapshot of
+    this store) or else the store's saved snapshot (``Tx.latest_snapshot``), brought up to date
+    with the offender rows written since its version; or from a full read when neither will do:
+    the version went back (a restore), rows were deleted (a prune, or a store wiped behind
+    banfeed's back: the mass-drop guard must see it), or the base is over ``FULL_READ_EVERY``
+    old."""
     version, rows = tx.store_version(), tx.count_offenders()
-    # Rows gone (a prune, or a store wiped or restored behind banfeed's back) or the version
-    # gone back (a restore): read the whole set again, so the guards see what the store holds.
-    read_at = now
-    if kept is None or version < kept.version or rows < kept.rows:
-        active = ActiveSet.read(tx.offender_columns(active_at=now))
+    base: tuple[int, int, int, ActiveSet] | None = None  # version, rows, read at, set
+    if kept is not None:
+        base = (kept.version, kept.rows, kept.read_at, kept.active)
+    if base is None or not _usable(base, version, rows, now):
+        saved = tx.latest_snapshot()
+        base = None
+        if saved is not None:
+            base = (saved.version, saved.rows, saved.created, ActiveSet.empty())
+            if _usable(base, version, rows, now):
+                base = (*base[:3], ActiveSet.from_bytes(saved.body))
+            else:
+                base = None
+    if base is None:
+        active, read_at, whole = ActiveSet.read(tx.offender_columns(active_at=now)), now, True
     else:
-        read_at = kept.read_at
-        active = kept.active
-        if version > kept.version:
-            active = active.apply(tx.offender_columns(changed_after=kept.version))
+        active, read_at, whole = base[3], base[2], False
+        if version > base[0]:
+            active = active.apply(tx.offender_columns(changed_after=base[0]))
     return FeedInputs(
         version=version,
         rows=rows,
@@ -103,7 +115,12 @@ def read_inputs(tx: Tx, now: int, kept: FeedInputs | None = None) -> FeedInputs:
         active=active,
         bans=tx.active_bans(now),
         allow_entries=tx.allow_entries(now),
+        whole=whole,
     )
+
+
+def _usable(base: tuple[int, int, int, ActiveSet], version: int, rows: int, now: int) -> bool:
+    return version >= base[0] and rows >= base[1] and 0 <= now - base[2] < FULL_READ_EVERY
 
 
 def served(tx: Tx, feed: str, state: FeedState | None = None) -> Served | None:
@@ -150,10 +167,7 @@ class Publisher:
     def inputs(self, tx: Tx) -> FeedInputs:
         """The snapshot to build from: the kept one brought up to the store's version."""
         now = int(self.clock())
-        kept = self._inputs
-        if kept is not None and not 0 <= now - kept.read_at < FULL_READ_EVERY:
-            kept = None
-        self._inputs = read_inputs(tx, now, kept)
+        self._inputs = read_inputs(tx, now, self._inputs)
         return self._inputs
 
     def publish(self) -> list[FeedResult]:
@@ -165,7 +179,23 @@ class Publisher:
             states = tx.feed_states()
             results = [self._decide(tx, build, states) for build in builds.values()]
         self._record(results, states)
+        inputs = self._inputs
+        if inputs is not None and inputs.whole:
+            self._save_snapshot(inputs)
         return results
+
+    def _save_snapshot(self, inputs: FeedInputs) -> None:
+        """Keep what a full read found, so new processes (``export``, a restart, a replica)
+        start from it and read only the rows stamped since. Best effort: a store that refuses
+        the write (read-only, busy) costs the next process a full read, nothing else."""
+        body = inputs.active.to_bytes()
+        try:
+            with self.store.write() as tx:
+                saved = tx.latest_snapshot()
+                if saved is None or saved.version < inputs.version:
+                    tx.save_snapshot(Snapshot(inputs.version, inputs.rows, inputs.read_at, body))
+        except StoreError as exc:
+            log.warning("could not save the active set for the next process: %s", exc)
 
     def _decide(self, tx: Tx, build: FeedBuild, states: dict[str, FeedState]) -> FeedResult:
         name = build.spec.name
@@ -176,6 +206,7 @@ class Publisher:
         body = build.text()
         etag = self.etags[name] = etag_of(body)
         if last is not None and last.etag == etag:
+            self._recorded[name] = (last.number, build.entries)  # the same bytes: its lines
             return FeedResult(name, Outcome.UNCHANGED, build)
         old = self._lines_of(tx, last)
         lost = lost_lines(old, build) if old is not None else Lines()

@@ -38,8 +38,10 @@ def etag_of(body: bytes) -> str:
 
 
 def compress(body: bytes) -> bytes:
-    # mtime=0: the same bytes compress to the same bytes on every replica.
-    return gzip.compress(body, compresslevel=6, mtime=0)
+    # mtime=0: the same bytes compress to the same bytes on every replica. Level 1: every new
+    # version is compressed as it is published, and a million lines take 0.07 s at level 1
+    # against 0.39 s at level 6, for a body 21% larger (3.15 MB against 2.60 MB).
+    return gzip.compress(body, compresslevel=1, mtime=0)
 
 
 def decompress(data: bytes) -> bytes:

@@ -6,8 +6,8 @@ imports SQLAlchemy (tests/test_architecture.py enforces it); nothing outside ``e
 which database it is.
 """
 
-from ._offenders import OffenderColumns
+from ._columns import FOREVER, OffenderColumns, Snapshot
 from .engine import Store, open_store
 from .tx import Tx
 
-__all__ = ["OffenderColumns", "Store", "Tx", "open_store"]
+__all__ = ["FOREVER", "OffenderColumns", "Snapshot", "Store", "Tx", "open_store"]

@@ -17,28 +17,12 @@ from ._common import (
     active,
     bulk_insert,
     chunks,
-    driver_rows,
     offender_from_row,
     offender_tuple,
 )
 from .schema import events, offenders, offenses
 
 OFFENSE_COLUMNS = ("device", "vdom", "ip", "created", "expires", "source", "seen")
-
-# The narrow row feed builds read: (sort_key, last_offense, offense_count, active_until,
-# sources, devices, vdoms, listed) — JSON texts for the lists, decoded once per distinct value.
-OffenderColumns = tuple[bytes, int, int, int | None, str, str, str, bool]
-_NARROW = (
-    offenders.c.sort_key,
-    offenders.c.last_offense,
-    offenders.c.offense_count,
-    offenders.c.active_until,
-    offenders.c.sources,
-    offenders.c.devices,
-    offenders.c.vdoms,
-    offenders.c.status,
-)
-_LISTED = OffenderStatus.LISTED.value
 
 
 def _row_sort_key(row: tuple[Any, ...]) -> bytes:
@@ -112,20 +96,6 @@ class OffenderQueries:
             query = query.where(offenders.c.family == family)
         for row in self.conn.execution_options(yield_per=5000).execute(query):
             yield offender_from_row(row)
-
-    def offender_columns(
-        self, *, active_at: int | None = None, changed_after: int | None = None
-    ) -> Iterator[list[OffenderColumns]]:
-        """Narrow rows in chunks, by address: with ``active_at``, the offenders listed and active
-        then (a full read); with ``changed_after``, every row a write stamped with a later store
-        version, in any state (what keeps an in-memory active set in step)."""
-        query = select(*_NARROW).order_by(offenders.c.sort_key)
-        if active_at is not None:
-            query = query.where(active(active_at))
-        if changed_after is not None:
-            query = query.where(offenders.c.changed > changed_after)
-        for part in driver_rows(self.conn, query):
-            yield [(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7] == _LISTED) for r in part]
 
     def _stamp(self) -> int:
         """The store version this transaction's writes carry (claimed once per transaction)."""

@@ -17,7 +17,7 @@ from .schema import meta, metadata
 # Live coordination between replicas, not state: a replica's heartbeat and the (device, VDOM)
 # leases it holds mean nothing on another database, and copied leases would name owners that
 # never heartbeat there, keeping their devices unpolled until the leases time out.
-RUNTIME_ONLY = frozenset({"replicas", "leases"})
+RUNTIME_ONLY = frozenset({"replicas", "leases", "active_snapshots"})
 
 # Everything else is state, in dependency order so a foreign key always finds its parent. Derived
 # from the schema, not listed by hand: a hand-kept list once missed `pushes`, and after a move to

@@ -149,6 +149,18 @@ feed_versions = Table(
     UniqueConstraint("feed", "number"),
 )
 
+# The active set a full read found, as arrays (``publish/active.py``): a new process starts from
+# it and reads only the offender rows stamped since its version. Derived: never copied.
+active_snapshots = Table(
+    "active_snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version", BigInteger, nullable=False),  # the store version it was read at
+    Column("rows", BigInteger, nullable=False),  # offender rows in the store then
+    Column("created", BigInteger, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+)
+
 feed_consumers = Table(
     "feed_consumers",
     metadata,

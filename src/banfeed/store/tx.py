@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from ._columns import ColumnQueries
 from ._control import ControlQueries
 from ._feeds import FeedQueries
 from ._offenders import OffenderQueries
 
 
-class Tx(OffenderQueries, ControlQueries, FeedQueries):
+class Tx(OffenderQueries, ColumnQueries, ControlQueries, FeedQueries):
     """Everything inside one ``with store.read()`` / ``with store.write()`` block commits
     together or not at all (a read is one consistent snapshot on both databases)."""
 
