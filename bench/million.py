@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -202,6 +203,8 @@ def main() -> int:
         incremental_times.append(time.perf_counter() - start)
         assert all(r.version is not None and r.version.added >= 1 for r in results[:1])
     full, incremental = statistics.median(full_times), statistics.median(incremental_times)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures["peak_rss_mib"] = peak
     figures["republish"] = {
         "feeds": len(specs),
         "full_s": full,
@@ -212,6 +215,11 @@ def main() -> int:
         f"target 2, three feeds over {n:,} offenders: full publish {full:.3f} s, after a cycle "
         f"adding 1,000: {incremental:.3f} s = {incremental / full:.1%} of a full build "
         "(target <= 5% and <= 0.25 s)",
+        flush=True,
+    )
+    print(
+        f"peak RSS of this process (the store, the kept set, three feeds built and recorded): "
+        f"{peak:,.0f} MiB",
         flush=True,
     )
     store.close()

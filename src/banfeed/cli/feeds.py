@@ -220,8 +220,8 @@ def feeds_release(ctx: Context, name: str) -> None:
 def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -> None:
     """Write a feed as published: one address a line, numeric order, IPv4 first (or CSV/JSON).
 
-    Publishes first (the same build and guards as the server): a feed the mass-drop guard
-    holds is written as its last good version, and the command exits 1."""
+    Publishes the feed first (the same build and guards as the server): a feed the mass-drop
+    guard holds is written as its last good version, and the command exits 1."""
     from .. import reports
     from ..publish import Outcome, served
     from ..publish.render import OFFENDER_RENDERERS, write_atomically
@@ -230,7 +230,7 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
     feed = config.feed(feed_name) if feed_name else config.feeds[0]
     with ctx.runtime() as rt:
         publisher = rt.publisher()
-        results = {r.feed: r for r in publisher.publish()}
+        results = {r.feed: r for r in publisher.publish([feed.name])}  # the others: their own
         with rt.store.read() as tx:
             shown = served(tx, feed.name)
             if shown is None:

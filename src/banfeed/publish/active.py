@@ -198,35 +198,53 @@ class ActiveSet:
         """A new set with changed rows applied: each replaces the address's old row; rows no
         longer listed leave the set. This set is left as it was (builds may still read it)."""
         combos, index = list(self.combos), dict(self._index)
-        rows: dict[int, list[OffenderColumns]] = {4: [], 6: []}
+        parts: dict[int, list[_Rows]] = {4: [], 6: []}
         for chunk in chunks:  # by sort key: IPv4 rows (5-byte keys), then IPv6 (17 bytes)
+            # Each chunk becomes arrays at once: a full read holds one chunk of tuples at a time.
             split = bisect.bisect_left(chunk, 6, key=lambda row: len(row[0]))
-            rows[4] += chunk[:split]
-            rows[6] += chunk[split:]
-        v4 = _merge(self.v4, rows[4], combos, index)
-        v6 = _merge(self.v6, rows[6], combos, index)
+            for version, rows in ((4, chunk[:split]), (6, chunk[split:])):
+                if rows:
+                    parts[version].append(_arrays(version, rows, combos, index))
+        v4 = _merge(self.v4, parts[4])
+        v6 = _merge(self.v6, parts[6])
         return ActiveSet(v4, v6, combos, index)
 
 
-def _key(version: int, value: int) -> bytes:
-    return bytes([version]) + value.to_bytes(4 if version == 4 else 16, "big")
+_Rows = tuple[Array, Array, Array, Array, Array, Array]  # addr, last, count, until, combo, listed
 
 
-def _merge(
-    cols: Columns,
-    rows: list[OffenderColumns],
-    combos: list[Combo],
-    index: dict[str, int],
-) -> Columns:
-    if not rows:
-        return cols
-    version = cols.version
+def _arrays(
+    version: int, rows: Sequence[OffenderColumns], combos: list[Combo], index: dict[str, int]
+) -> _Rows:
     keys, last, count, until, origins, listed = zip(*rows, strict=True)
     if version == 4:
         packed = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 5)[:, 1:]
         addr = packed.copy().view(">u4").reshape(-1).astype(np.int64)
     else:
         addr = np.array([int.from_bytes(k[1:], "big") for k in keys], dtype=object)
+    ids = np.fromiter(
+        (index.get(o) if o in index else _combo_id(o, combos, index) for o in origins),
+        dtype=np.int32,
+        count=len(origins),
+    )
+    return (
+        addr,
+        np.asarray(last, dtype=np.int64),
+        np.asarray(count, dtype=np.int64),
+        np.asarray(until, dtype=np.int64),
+        ids,
+        np.asarray(listed, dtype=bool),
+    )
+
+
+def _key(version: int, value: int) -> bytes:
+    return bytes([version]) + value.to_bytes(4 if version == 4 else 16, "big")
+
+
+def _merge(cols: Columns, parts: list[_Rows]) -> Columns:
+    if not parts:
+        return cols
+    addr, last, count, until, combo, listed = (np.concatenate(p) for p in zip(*parts, strict=True))
     order = np.argsort(addr, kind="stable")  # already in order when read by sort key
     addr = addr[order]
     unique = np.ones(len(addr), dtype=bool)  # the last row of an address wins
@@ -235,26 +253,23 @@ def _merge(
     at = np.searchsorted(cols.addr, addr)
     hit = at < len(cols.addr)
     hit[hit] = cols.addr[at[hit]] == addr[hit]
-    keep = np.ones(len(cols.addr), dtype=bool)
-    keep[at[hit]] = False
-    base = cols.take(keep)
-    new = unique & np.asarray(listed, dtype=bool)[order]
+    base = cols
+    if hit.any():
+        keep = np.ones(len(cols.addr), dtype=bool)
+        keep[at[hit]] = False
+        base = cols.take(keep)
+    new = unique & listed[order]
     if not new.any():
         return base
-    ids = np.fromiter(
-        (index.get(o) if o in index else _combo_id(o, combos, index) for o in origins),
-        dtype=np.int32,
-        count=len(origins),
-    )
     add = order[new]
     where = np.searchsorted(base.addr, addr[new])
     return Columns(
-        version,
+        cols.version,
         np.insert(base.addr, where, addr[new]),
-        np.insert(base.last, where, np.asarray(last, dtype=np.int64)[add]),
-        np.insert(base.count, where, np.asarray(count, dtype=np.int64)[add]),
-        np.insert(base.until, where, np.asarray(until, dtype=np.int64)[add]),
-        np.insert(base.combo, where, ids[add]),
+        np.insert(base.last, where, last[add]),
+        np.insert(base.count, where, count[add]),
+        np.insert(base.until, where, until[add]),
+        np.insert(base.combo, where, combo[add]),
     )
 
 

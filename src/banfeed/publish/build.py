@@ -318,10 +318,13 @@ def _entries(offenders: Selection, networks: Lines, merge: bool, guard: PrefixGu
             hi = np.concatenate([addresses, nets.ends()])
             families.append(_blocks(version, *spans.merge(lo, hi), guard))
             continue
-        outside = addresses[~spans.contains(*nets.merged(), addresses)]
-        start = np.concatenate([outside, nets.start])
-        full = np.full(len(outside), spans.BITS[version], dtype=np.int64)
-        length = np.concatenate([full, nets.length])
+        full = np.full(len(addresses), spans.BITS[version], dtype=np.int64)
+        if not len(nets):  # offenders only: in address order already
+            families.append(LineFamily(version, addresses, full))
+            continue
+        outside = ~spans.contains(*nets.merged(), addresses)
+        start = np.concatenate([addresses[outside], nets.start])
+        length = np.concatenate([full[outside], nets.length])
         order = np.argsort(start, kind="stable")  # lines are disjoint: starts are distinct
         families.append(LineFamily(version, start[order], length[order]))
     return Lines(*families)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -158,9 +158,10 @@ class Publisher:
         self._recorded: dict[str, tuple[int, Lines]] = {}
         self._inputs: FeedInputs | None = None  # the last snapshot, kept in step by version
 
-    def build(self, tx: Tx) -> dict[str, FeedBuild]:
+    def build(self, tx: Tx, feeds: Collection[str] | None = None) -> dict[str, FeedBuild]:
         """Every feed from the store's state now (no guard, nothing recorded)."""
-        builds = build_feeds(self.specs, self.policy, self.inputs(tx))
+        specs = [s for s in self.specs if feeds is None or s.name in feeds]
+        builds = build_feeds(specs, self.policy, self.inputs(tx))
         self.builds = builds
         return builds
 
@@ -170,12 +171,12 @@ class Publisher:
         self._inputs = read_inputs(tx, now, self._inputs)
         return self._inputs
 
-    def publish(self) -> list[FeedResult]:
+    def publish(self, feeds: Collection[str] | None = None) -> list[FeedResult]:
         """Build every feed, decide, and record new versions and holds in one transaction.
         Raises StoreError when the store cannot be read or written; nothing is then marked as
         done, so the next call tries again."""
         with self.store.read() as tx:
-            builds = self.build(tx)
+            builds = self.build(tx, feeds)
             states = tx.feed_states()
             results = [self._decide(tx, build, states) for build in builds.values()]
         self._record(results, states)
