@@ -15,7 +15,7 @@ process's ru_maxrss so far), or ``{"ok": false, "error": ...}``.
   concurrency bound as banfeed (an asyncio semaphore of ``concurrency``), one shared client.
 - ``fill``: offenders inserted straight into the store from a file of addresses (not measured
   against anything: it only prepares the aggregation benchmark).
-- ``aggfeed``: ``build_feeds`` of ``FeedSpec(aggregate=True)`` + ``text_body``, written to
+- ``aggfeed``: ``build_feeds`` of ``FeedSpec(aggregate=True)`` + ``FeedBuild.text``, written to
   ``out`` with a plain write (iprange's side writes with a plain shell redirect).
 - ``fingerprints``: the answer fingerprints the store keeps per device.
 - ``quit``.
@@ -50,7 +50,7 @@ from banfeed import compose, config, publish  # noqa: E402
 from banfeed.models import Family, Offender, OffenderStatus  # noqa: E402
 from banfeed.publish import FeedSpec, build_feeds  # noqa: E402
 from banfeed.publish.publisher import read_inputs  # noqa: E402
-from banfeed.publish.render import text_body, write_atomically  # noqa: E402
+from banfeed.publish.render import write_atomically  # noqa: E402
 from banfeed.store import open_store  # noqa: E402
 from banfeed.store._offenders import OffenderQueries  # noqa: E402
 from banfeed.store.schema import events, offenders, offenses  # noqa: E402
@@ -305,7 +305,7 @@ class Side:
             with rt.store.read() as tx:
                 build = build_feeds([spec], policy, read_inputs(tx, now))[spec.name]
             with open(out, "wb") as handle:
-                handle.write(text_body(build.entries))
+                handle.write(build.text())
             return len(build.entries)
 
         lines, elapsed, summary = measured(profile, work)

@@ -249,3 +249,20 @@ def test_help_imports_no_storage_or_http_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_list_loads_no_feed_build(tmp_path: Path) -> None:
+    """`banfeed list` reads rows: numpy and the feed builds are loaded by commands that build."""
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path / "banfeed.toml", f"sqlite:///{tmp_path / 'b.db'}")
+    assert cli("--config", str(config), "init").exit_code == 0
+    code = (
+        "import sys; from click.testing import CliRunner; from banfeed.cli import main; "
+        f"r = CliRunner().invoke(main, ['--config', {str(config)!r}, 'list']); "
+        "print(r.exit_code, sorted(m for m in ('numpy', 'banfeed.publish.build') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "0 []"

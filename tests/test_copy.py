@@ -27,7 +27,6 @@ from banfeed.models import (
 from banfeed.net import parse_network
 from banfeed.policy import Allowlist
 from banfeed.publish import FeedPolicy, FeedSpec
-from banfeed.publish.render import text_body
 from banfeed.store import Store, open_store
 from banfeed.store import copy as store_copy
 from banfeed.store._common import bulk_insert
@@ -70,7 +69,7 @@ def feed_bytes(url: str) -> bytes:
     with store.read() as tx:
         build = build_feed(tx, FeedSpec("f"), POLICY, T0)
     store.close()
-    return text_body(build.entries)
+    return build.text()
 
 
 def test_copy_sqlite_to_postgresql_and_back(tmp_path: Path, pg_url: str) -> None:

@@ -11,7 +11,7 @@ from banfeed.errors import ExportError
 from banfeed.models import Ban, BanOrigin, Offender, OffenderStatus
 from banfeed.policy import Allowlist
 from banfeed.publish import FeedPolicy, FeedSpec, Publisher
-from banfeed.publish.render import text_body, write_atomically
+from banfeed.publish.render import write_atomically
 from banfeed.server.cache import FeedCache
 from banfeed.setupkit import fortigate_config
 from banfeed.store import open_store
@@ -69,7 +69,7 @@ def test_aggregate_flag_merges_and_stays_lossless(store_url: str) -> None:
     with store.read() as tx:
         build = build_feed(tx, FeedSpec("f", aggregate=True), POLICY, T0)
     store.close()
-    assert text_body(build.entries) == b"45.33.32.0/30\n45.33.32.9\n"
+    assert build.text() == b"45.33.32.0/30\n45.33.32.9\n"
 
 
 def test_feed_changes_when_an_offender_expires_without_a_store_change(store_url: str) -> None:

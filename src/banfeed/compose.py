@@ -16,15 +16,16 @@ from .config import Config, FeedConfig, read_secret
 from .errors import ConfigError
 from .models import AuthKind, Family
 from .policy import Allowlist, Escalation, PrefixGuard, Retention, build_allowlist
-from .publish import FeedPolicy, FeedSpec, History, Publisher
 from .store import Store, open_store
 from .timeutil import Clock, system_clock
 
-# The device client (httpx), the collector and the HTTP server are imported by the functions
-# that build them: a command that only reads the store (`list`, `show`) never loads them.
+# The device client (httpx), the collector, the HTTP server and the feed builds (numpy) are
+# imported by the functions that build them: a command that only reads rows (`list`) never
+# loads them.
 if TYPE_CHECKING:
     from .collector import Collector
     from .fortios import DeviceTarget
+    from .publish import FeedPolicy, FeedSpec, History, Publisher
     from .server import FeedAccess
 
 
@@ -39,6 +40,8 @@ def allowlist(config: Config) -> Allowlist:
 
 
 def feed_policy(config: Config) -> FeedPolicy:
+    from .publish import FeedPolicy
+
     esc = config.escalation
     return FeedPolicy(
         allowlist=allowlist(config),
@@ -55,6 +58,8 @@ def guard(config: Config) -> PrefixGuard:
 
 
 def feed_spec(feed: FeedConfig) -> FeedSpec:
+    from .publish import FeedSpec
+
     return FeedSpec(
         name=feed.name,
         family=Family(feed.family),
@@ -129,10 +134,14 @@ def make_collector(config: Config, store: Store, clock: Clock) -> Collector:
 
 
 def history(config: Config) -> History:
+    from .publish import History
+
     return History(versions=config.history.versions, bodies=config.history.bodies)
 
 
 def publisher(config: Config, store: Store, clock: Clock) -> Publisher:
+    from .publish import Publisher
+
     return Publisher(
         store, [feed_spec(f) for f in config.feeds], feed_policy(config), clock, history(config)
     )

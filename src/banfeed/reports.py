@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import compose
 from .compose import Runtime
@@ -25,11 +25,13 @@ from .models import (
 )
 from .net import IPAddress
 from .policy import Allowlist, state, with_entries
-from .publish import Served, Verdict, Why, explain, served
-from .publish.build import FeedBuild
 from .publish.render import decompress, offender_record
 from .store import Tx
 from .timeutil import iso
+
+# Builds (numpy) load where a report needs one: `list` reads rows only.
+if TYPE_CHECKING:
+    from .publish import FeedBuild, Served, Verdict, Why
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,8 @@ class OffenderDetail:
 
 def offender_detail(rt: Runtime, ip: IPAddress) -> OffenderDetail:
     """One address: its offender row, history, and each feed's verdict as served."""
+    from .publish import explain, served
+
     publisher = rt.publisher()
     with rt.store.read() as tx:
         builds = publisher.build(tx)
@@ -191,6 +195,8 @@ class FeedOverview:
 
 def feed_overviews(rt: Runtime) -> list[FeedOverview]:
     """Each feed as served: its recorded version (no rebuild), hold or pin, and consumers."""
+    from .publish import served
+
     with rt.store.read() as tx:
         states = tx.feed_states()
         consumers = tx.feed_consumers()
@@ -229,6 +235,8 @@ class FeedDiff:
 def feed_diff(rt: Runtime, feed: str, old: int | None, new: int | None) -> FeedDiff:
     """Lines added and removed between two versions (default: the served one and the one
     before it)."""
+    from .publish import served
+
     rt.config.feed(feed)
     with rt.store.read() as tx:
         if new is None:

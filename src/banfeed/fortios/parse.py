@@ -47,22 +47,38 @@ class FeedStatus:
     content_time: int | None
 
 
-def parse_banned(device: str, vdom: str, body: bytes, *, now: int) -> list[VdomList]:
+def parse_banned(device: str, vdom: str, body: bytes | str, *, now: int) -> list[VdomList]:
     """Validate a ``user/banned`` answer: one response object, or an array of them per VDOM.
 
     ``now`` is banfeed's clock (epoch seconds): an entry whose ``created`` or ``expires`` lies
-    outside the window around it is rejected alone, like a malformed address.
+    outside the window around it is rejected alone, like a malformed address. ``body`` is the
+    answer's bytes, or their text from :func:`banned_text`.
+    """
+    text = banned_text(device, body) if isinstance(body, bytes) else body
+    document = _load(device, text, "answer")
+    del text  # a caller that passed the text alone lets it go before the entries are built
+    objects = document if isinstance(document, list) else [document]
+    return [_parse_object(device, vdom, obj, now) for obj in objects]
+
+
+def banned_text(device: str, body: bytes) -> str:
+    """The text of a ``user/banned`` answer, decoded exactly as ``json.loads`` decodes bytes.
+
+    The client decodes first and drops the bytes, so a large answer is not held twice while
+    it is parsed (78 MB at a million entries).
     """
     if body.lstrip()[:1] == b"<":
         raise DeviceBadResponse(
             device, "answered an HTML page instead of JSON — check the URL and port"
         )
-    document = _load(device, body, "answer")
-    objects = document if isinstance(document, list) else [document]
-    return [_parse_object(device, vdom, obj, now) for obj in objects]
+    try:
+        return body.decode(json.detect_encoding(body), "surrogatepass")
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text ({exc.reason} at byte {exc.start}) — check the URL and port"
+    raise DeviceBadResponse(device, f"answer is {reason}")
 
 
-def _load(device: str, body: bytes, what: str) -> Any:
+def _load(device: str, body: bytes | str, what: str) -> Any:
     """``json.loads`` of bytes a device sent: the document, or a :class:`DeviceBadResponse`.
 
     Hostile bytes make json.loads raise more than ValueError, and any of them escaping here
@@ -101,6 +117,9 @@ def _parse_object(device: str, requested: str, obj: Any, now: int) -> VdomList:
     rejected: list[Rejected] = []
     sources: dict[str, str] = {}  # a list repeats a handful of causes: check each once
     for index, entry in enumerate(results):
+        # Each entry's dict is let go once it is an Offense: a million-entry answer is never
+        # held as JSON objects and offenses at once.
+        results[index] = None
         try:
             offenses.append(_parse_entry(device, vdom, entry, sources, now))
         except InputError as exc:

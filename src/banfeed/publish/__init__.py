@@ -5,9 +5,38 @@ build (lines with provenance) → decide (every guard) → record (versions). Th
 published here.
 """
 
-from .build import FeedBuild, FeedInputs, FeedPolicy, FeedSpec, Filter, build_feeds
-from .explain import Verdict, Why, explain
-from .publisher import History, Outcome, Publisher, Served, served
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .build import FeedBuild, FeedInputs, FeedPolicy, FeedSpec, Filter, build_feeds
+    from .explain import Verdict, Why, explain
+    from .publisher import History, Outcome, Publisher, Served, served
+
+# Loaded on first use: builds need numpy, and commands that only read rows (`list`) do not.
+_WHERE = {
+    **dict.fromkeys(
+        ("FeedBuild", "FeedInputs", "FeedPolicy", "FeedSpec", "Filter", "build_feeds"), ".build"
+    ),
+    **dict.fromkeys(("Verdict", "Why", "explain"), ".explain"),
+    **dict.fromkeys(("History", "Outcome", "Publisher", "Served", "served"), ".publisher"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    where = _WHERE[name]
+    module = importlib.import_module(where, __name__)
+    # Every name of that module becomes the package's attribute now: importing the submodule
+    # `explain` set that name to the module, and the function must win, as it did eagerly.
+    for other, place in _WHERE.items():
+        if place == where:
+            globals()[other] = getattr(module, other)
+    return globals()[name]
+
 
 __all__ = [
     "FeedBuild",

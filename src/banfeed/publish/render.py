@@ -19,15 +19,14 @@ from typing import Any
 
 from ..errors import ExportError
 from ..models import Offender
+from ..net import IPAddress, IPNetwork
 from ..policy import Allowlist, state, suppression_reason
 from ..timeutil import iso
-from .lines import Line, Lines
 
 
-def text_body(lines: Lines | Sequence[Line] | Sequence[str]) -> bytes:
-    """One address or CIDR a line, LF, no comments: what a FortiGate threat feed reads."""
-    if isinstance(lines, Lines):
-        return lines.text()
+def text_body(lines: Sequence[IPAddress | IPNetwork] | Sequence[str]) -> bytes:
+    """One address or CIDR a line, LF, no comments: what a FortiGate threat feed reads (a
+    build's own lines: ``FeedBuild.text()``)."""
     return "".join(f"{line}\n" for line in lines).encode("ascii")
 
 
