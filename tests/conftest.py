@@ -164,3 +164,24 @@ def build_feed(tx: Any, spec: Any, policy: Any, now: int) -> Any:
 
 def offender_rows(tx: Any, offenders: list[Any], updated: int) -> None:
     tx.insert_offenders(offenders, updated)
+
+
+def feed_specs(vdom: str, max_entries: int) -> Any:
+    """Generated feed specs named "f": every filter, on and off (property tests of builds)."""
+    from hypothesis import strategies as st
+
+    from banfeed.models import Family
+    from banfeed.publish import FeedSpec
+
+    return st.builds(
+        FeedSpec,
+        name=st.just("f"),
+        family=st.sampled_from([Family.ANY, Family.IPV4, Family.IPV6]),
+        causes=st.sampled_from([frozenset(), frozenset({"dos"}), frozenset({"ips", "manual"})]),
+        devices=st.sampled_from([frozenset(), frozenset({"fw-1"})]),
+        vdoms=st.sampled_from([frozenset(), frozenset({vdom})]),
+        min_offenses=st.integers(1, 3),
+        seen_within=st.sampled_from([None, 86400]),
+        max_entries=st.integers(1, max_entries),
+        aggregate=st.booleans(),
+    )

@@ -30,7 +30,7 @@ from banfeed.policy import Escalation, PrefixGuard, build_allowlist
 from banfeed.publish import FeedPolicy, FeedSpec, Outcome, Publisher, Why, explain, served
 from banfeed.store import Store, open_store
 from banfeed.timeutil import MAX_TIME
-from conftest import T0, Clock, cli
+from conftest import T0, Clock, cli, feed_specs
 
 DAY = 86400
 GUARD = PrefixGuard(16, 48)
@@ -113,18 +113,7 @@ offender_cases = st.builds(
     st.booleans(),
 )
 
-specs = st.builds(
-    FeedSpec,
-    name=st.just("f"),
-    family=st.sampled_from([Family.ANY, Family.IPV4, Family.IPV6]),
-    causes=st.sampled_from([frozenset(), frozenset({"dos"}), frozenset({"ips", "manual"})]),
-    devices=st.sampled_from([frozenset(), frozenset({"fw-1"})]),
-    vdoms=st.sampled_from([frozenset(), frozenset({"dmz"})]),
-    min_offenses=st.integers(1, 3),
-    seen_within=st.sampled_from([None, DAY]),
-    max_entries=st.integers(1, 40),
-    aggregate=st.booleans(),
-)
+specs = feed_specs("dmz", max_entries=40)
 
 SETTINGS = settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -65,12 +65,7 @@ def merge(lo: Array, hi: Array) -> tuple[Array, Array]:
 
 def contains(lo: Array, hi: Array, values: Array) -> Array:
     """Which ``values`` fall inside the disjoint, ascending ranges ``(lo, hi)``: a bool array."""
-    if len(lo) == 0 or len(values) == 0:
-        return np.zeros(len(values), dtype=bool)
-    at = np.searchsorted(lo, values, side="right") - 1
-    inside = at >= 0
-    inside[inside] = values[inside] <= hi[at[inside]]
-    return inside
+    return covered(lo, hi, values, values)
 
 
 def covered(lo: Array, hi: Array, qlo: Array, qhi: Array) -> Array:
