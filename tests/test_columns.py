@@ -370,3 +370,27 @@ def test_columns_and_changes_on_both_databases(store_url: str) -> None:
     same(kept, fresh)
     assert kept.get(rows[5].ip, T0) is not None and kept.get(rows[6].ip, T0) is None
     store.close()
+
+
+def test_an_unreadable_saved_set_means_a_full_read(tmp_path: Path) -> None:
+    """A saved set that is garbage, or whose columns disagree, is never built from: the next
+    process reads every offender and publishes the right feed."""
+    from banfeed.store import Snapshot
+
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}", create=True)
+    rows = [make(i, False, 1, 60, T0 + DAY, "IPS", "fw-1", True) for i in range(50)]
+    with store.write() as tx:
+        tx.insert_offenders(rows, T0)
+        version, count = tx.store_version(), tx.count_offenders()
+    good = ActiveSet.read([chunk(rows)])
+    broken = ActiveSet(good.v4.take(np.arange(len(good.v4))[::-1]), good.v6, good.combos, {})
+    policy = FeedPolicy(build_allowlist([]))
+    for body in (b"not an archive", broken.to_bytes()):
+        with store.write() as tx:
+            tx.save_snapshot(Snapshot(version, count, T0, body))
+        [result] = Publisher(store, [FeedSpec("f")], policy, Clock(T0)).publish()
+        assert result.build.inputs.whole
+        assert len(result.build.entries) == 50
+        [again] = Publisher(store, [FeedSpec("f")], policy, Clock(T0)).publish()
+        assert not again.build.inputs.whole  # the full read replaced it
+    store.close()

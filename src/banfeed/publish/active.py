@@ -9,7 +9,8 @@ these arrays; it makes no object per offender.
 The set is read whole once, then kept in step with the store by the rows changed since the
 version it reflects (``Tx.offender_columns(changed_after=…)``): each cycle and each operator
 action costs what it changed. Rows that expire stay until the next full read: every build masks
-them out by ``until``.
+them out by ``until``. ``to_bytes`` / ``from_bytes`` are the saved set new processes start from
+(``publisher.read_inputs``).
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ class Columns:
 
 
 class ActiveSet:
-    """Every listed offender that was active when read (both families), and the store version
-    it reflects."""
+    """Every listed offender that was active when read (both families); the store version it
+    reflects is its ``FeedInputs``'."""
 
     def __init__(
         self, v4: Columns, v6: Columns, combos: list[Combo], index: dict[str, int]
@@ -192,7 +193,16 @@ class ActiveSet:
             "\n".join(json.dumps(list(x)) for x in (c.sources, c.devices, c.vdoms)): i
             for i, c in enumerate(combos)
         }
-        return cls(families[0], families[1], combos, index)
+        found = cls(families[0], families[1], combos, index)
+        for cols in found.families:
+            sizes = {len(a) for a in (cols.addr, cols.last, cols.count, cols.until, cols.combo)}
+            ordered = bool((cols.addr[1:] > cols.addr[:-1]).all())
+            known = not len(cols.combo) or 0 <= int(cols.combo.min()) <= int(
+                cols.combo.max()
+            ) < len(combos)
+            if len(sizes) != 1 or not ordered or not known:
+                raise ValueError(f"saved active set: IPv{cols.version} columns are inconsistent")
+        return found
 
     def apply(self, chunks: Iterable[Sequence[OffenderColumns]]) -> ActiveSet:
         """A new set with changed rows applied: each replaces the address's old row; rows no

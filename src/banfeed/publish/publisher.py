@@ -98,7 +98,8 @@ def read_inputs(tx: Tx, now: int, kept: FeedInputs | None = None) -> FeedInputs:
         if saved is not None:
             base = (saved.version, saved.rows, saved.created, ActiveSet.empty())
             if _usable(base, version, rows, now):
-                base = (*base[:3], ActiveSet.from_bytes(saved.body))
+                loaded = _saved_set(saved.body)
+                base = None if loaded is None else (*base[:3], loaded)
             else:
                 base = None
     if base is None:
@@ -117,6 +118,15 @@ def read_inputs(tx: Tx, now: int, kept: FeedInputs | None = None) -> FeedInputs:
         allow_entries=tx.allow_entries(now),
         whole=whole,
     )
+
+
+def _saved_set(body: bytes) -> ActiveSet | None:
+    """The saved set, or None (and a warning) when it cannot be read: a full read then."""
+    try:
+        return ActiveSet.from_bytes(body)
+    except (ValueError, KeyError, OSError, EOFError) as exc:
+        log.warning("saved active set unreadable (%s); reading every offender", exc)
+        return None
 
 
 def _usable(base: tuple[int, int, int, ActiveSet], version: int, rows: int, now: int) -> bool:
@@ -193,7 +203,7 @@ class Publisher:
         try:
             with self.store.write() as tx:
                 saved = tx.latest_snapshot()
-                if saved is None or saved.version < inputs.version:
+                if saved is None or saved.version <= inputs.version:  # equal: it was unusable
                     tx.save_snapshot(Snapshot(inputs.version, inputs.rows, inputs.read_at, body))
         except StoreError as exc:
             log.warning("could not save the active set for the next process: %s", exc)
