@@ -121,6 +121,11 @@ def test_export_formats(site: dict[str, Any]) -> None:
     as_json = json.loads(cli("export", "--format", "json", env=site["env"]).output)
     assert [r["ip"] for r in as_json] == [line.split(",")[0] for line in as_csv[1:]]
     assert all(RECORD_KEYS <= set(r) for r in as_json)
+    assert len(as_json) == 72
+    # to a file: streamed into the temp file, then renamed; the same bytes as standard output
+    target = site["tmp"] / "feed.json"
+    assert cli("export", "--format", "json", "-o", str(target), env=site["env"]).exit_code == 0
+    assert json.loads(target.read_text()) == as_json
 
 
 def test_list_json_has_the_documented_shape(site: dict[str, Any]) -> None:

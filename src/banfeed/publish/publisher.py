@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -332,21 +332,21 @@ class Publisher:
                 version.reason,
             )
 
-    def covered_offenders(self, tx: Tx, shown: Served) -> list[Offender]:
-        """The active offenders the served version's lines cover (what CSV and JSON list)."""
+    def covered_offenders(self, tx: Tx, shown: Served) -> Iterator[Offender]:
+        """The active offenders the served version's lines cover (what CSV and JSON list), in
+        numeric order, a few thousand at a time: consume it inside ``tx``."""
         build = self.builds.get(shown.version.feed)
         if build is not None and self.etags.get(shown.version.feed) == shown.version.etag:
             lines = build.entries
         else:
             lines = shown.lines()
-        found: list[Offender] = []
         chunk: list[Offender] = []
         for offender in tx.iter_offenders(active_at=int(self.clock())):
             chunk.append(offender)
             if len(chunk) == 5000:
-                found += lines.covered(chunk)
+                yield from lines.covered(chunk)
                 chunk = []
-        return found + lines.covered(chunk)
+        yield from lines.covered(chunk)
 
 
 def _loss_facts(tx: Tx, lost: Lines, since: int) -> LossFacts:

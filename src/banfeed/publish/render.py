@@ -122,12 +122,16 @@ OFFENDER_RENDERERS: dict[str, tuple[Renderer, str]] = {
     "csv": (csv_bytes, "text/csv; charset=utf-8"),
     "json": (json_bytes, "application/json"),
 }
+ChunkRenderer = Callable[[Iterable[Offender], int, Allowlist], Iterator[str]]
+OFFENDER_CHUNKS: dict[str, ChunkRenderer] = {"csv": csv_chunks, "json": json_chunks}
 TEXT_MEDIA_TYPE = "text/plain; charset=us-ascii"
 FORMATS = ("txt", *OFFENDER_RENDERERS)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a reader sees the old file or the new, never half.
+def write_atomically(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Replace ``path`` with ``data`` (bytes, or pieces written as they come, so a large
+    rendering is never whole in memory) so that a reader sees the old file or the new, never
+    half.
 
     Temp file in the same folder, fsync, rename over the target, fsync the folder.
     """
@@ -144,7 +148,8 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise ExportError(f"cannot write in {folder}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for piece in (data,) if isinstance(data, bytes) else data:
+                handle.write(piece)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp, mode)

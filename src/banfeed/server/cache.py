@@ -193,13 +193,12 @@ class FeedCache:
         render, media_type = OFFENDER_RENDERERS[fmt]
         now = int(self.clock())
         try:
-            with self.store.read() as tx:
-                offenders = self.publisher.covered_offenders(tx, entry.served)
+            with self.store.read() as tx:  # the offenders stream from this transaction
                 allow = with_entries(self.publisher.policy.allowlist, tx.allow_entries(now))
+                body = render(self.publisher.covered_offenders(tx, entry.served), now, allow)
         except StoreError as exc:
             log.error("feed %s.%s unavailable: %s", name, fmt, exc)
             return None
-        body = render(offenders, now, allow)
         # Dated by their rendering, so If-Modified-Since never wrongly says 304.
         rendered = _rendered(body, None, etag_of(body), now, media_type)
         entry.others[fmt] = (version, rendered)
