@@ -3,13 +3,14 @@ step by version against a fresh read."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from banfeed.models import AllowEntry, Ban, BanOrigin, Offender, OffenderStatus
@@ -394,3 +395,40 @@ def test_an_unreadable_saved_set_means_a_full_read(tmp_path: Path) -> None:
         [again] = Publisher(store, [FeedSpec("f")], policy, Clock(T0)).publish()
         assert not again.build.inputs.whole  # the full read replaced it
     store.close()
+
+
+@PROPERTY
+@given(
+    rows=st.lists(offenders, max_size=50, unique_by=lambda o: o.ip),
+    change=st.just([]) | st.lists(offenders, max_size=6),
+    spec=specs,
+    later=st.sampled_from([0, 60, DAY, 3 * DAY]),
+    new_ban=st.booleans(),
+)
+@example(  # time alone expires the only offender: the feed must be rebuilt
+    rows=[make(1, False, 1, 0, T0 + DAY, "IPS", "fw-1", True)],
+    change=[],
+    spec=FeedSpec("f"),
+    later=3 * DAY,
+    new_ban=False,
+)
+def test_a_feed_no_change_reaches_keeps_its_build_and_equals_a_fresh_one(
+    rows: list[Offender], change: list[Offender], spec: FeedSpec, later: int, new_ban: bool
+) -> None:
+    policy = FeedPolicy(build_allowlist([]), PrefixGuard(16, 48), Escalation(3, 30, 126))
+    bans = [Ban(ip_network("45.33.2.0/28"), T0, T0 + 2 * DAY, BanOrigin.MANUAL, "t")]
+    first = FeedInputs(1, T0, len(rows), T0, ActiveSet.read([chunk(rows)]), bans, [])
+    before = build_feeds([spec], policy, first)
+    if new_ban:
+        bans = [*bans, Ban(ip_network("45.33.1.0/30"), T0, None, BanOrigin.MANUAL, "t")]
+    active = first.active.apply([chunk(change)])
+    then = FeedInputs(2, T0 + later, len(rows), T0, active, bans, [], derived_from=1)
+    kept = build_feeds([spec], policy, then, before)["f"]
+    fresh = build_feeds([spec], policy, dataclasses.replace(then, derived_from=None))["f"]
+    assert kept.text() == fresh.text()
+    assert (kept.overflow, kept.valid_until) == (fresh.overflow, fresh.valid_until)
+    assert [m.ip for m in kept.matched] == [m.ip for m in fresh.matched]
+    assert [m.ip for m in kept.offenders] == [m.ip for m in fresh.offenders]
+    assert kept.escalated == fresh.escalated and kept.inputs is then
+    if not change and not new_ban and later == 0 and not before["f"].overflow:
+        assert kept.entries is before["f"].entries  # kept, not rebuilt

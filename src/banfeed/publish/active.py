@@ -101,6 +101,9 @@ class ActiveSet:
         self.v4, self.v6 = v4, v6
         self.combos = combos
         self._index = index
+        # The addresses of the rows ``apply`` made this set from (IPv4, IPv6; ascending): what
+        # a build may compare with the previous one (``build.unchanged``).
+        self.applied: tuple[Array, Array] = (spans.empty(4), spans.empty(6))
 
     @classmethod
     def empty(cls) -> ActiveSet:
@@ -215,9 +218,9 @@ class ActiveSet:
             for version, rows in ((4, chunk[:split]), (6, chunk[split:])):
                 if rows:
                     parts[version].append(_arrays(version, rows, combos, index))
-        v4 = _merge(self.v4, parts[4])
-        v6 = _merge(self.v6, parts[6])
-        return ActiveSet(v4, v6, combos, index)
+        found = ActiveSet(_merge(self.v4, parts[4]), _merge(self.v6, parts[6]), combos, index)
+        found.applied = (_addresses(4, parts[4]), _addresses(6, parts[6]))
+        return found
 
 
 _Rows = tuple[Array, Array, Array, Array, Array, Array]  # addr, last, count, until, combo, listed
@@ -249,6 +252,12 @@ def _arrays(
 
 def _key(version: int, value: int) -> bytes:
     return bytes([version]) + value.to_bytes(4 if version == 4 else 16, "big")
+
+
+def _addresses(version: int, parts: list[_Rows]) -> Array:
+    if not parts:
+        return spans.empty(version)
+    return np.sort(np.concatenate([p[0] for p in parts]), kind="stable")
 
 
 def _merge(cols: Columns, parts: list[_Rows]) -> Columns:

@@ -14,6 +14,7 @@ plain-Python reference (tests/test_spans.py, tests/test_columns.py).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -136,6 +137,7 @@ class FeedInputs:
     bans: list[Ban]  # active at ``now``
     allow_entries: list[AllowEntry]  # the store's allowlist, active at ``now``
     whole: bool = False  # the active set was read whole for it (not kept in step)
+    derived_from: int | None = None  # the version of the inputs it was kept in step from
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,16 +197,25 @@ def interval(line: Line) -> tuple[int, int, int]:
 
 
 def build_feeds(
-    specs: Sequence[FeedSpec], policy: FeedPolicy, inputs: FeedInputs
+    specs: Sequence[FeedSpec],
+    policy: FeedPolicy,
+    inputs: FeedInputs,
+    previous: dict[str, FeedBuild] | None = None,
 ) -> dict[str, FeedBuild]:
-    """Every feed from one snapshot: what may be published is judged once for all feeds."""
+    """Every feed from one snapshot: what may be published is judged once for all feeds. With
+    ``previous`` (the builds of the inputs these were kept in step from), a feed no changed row
+    reaches keeps its lines and text (``_unchanged``)."""
     allow = with_entries(policy.allowlist, inputs.allow_entries)
     gaps = _holes(allow)
     publishable = {
         cols.version: (cols.until > inputs.now) & ~spans.contains(*gaps[cols.version], cols.addr)
         for cols in inputs.active.families
     }
-    return {spec.name: _build(spec, policy, inputs, allow, gaps, publishable) for spec in specs}
+    previous = previous or {}
+    return {
+        spec.name: _build(spec, policy, inputs, allow, gaps, publishable, previous.get(spec.name))
+        for spec in specs
+    }
 
 
 def _holes(allow: Allowlist) -> dict[int, tuple[Array, Array]]:
@@ -224,6 +235,7 @@ def _build(
     allow: Allowlist,
     gaps: dict[int, tuple[Array, Array]],
     publishable: dict[int, Array],
+    before: FeedBuild | None = None,
 ) -> FeedBuild:
     """Offenders (addresses) and bans (networks) are combined; escalated prefixes replace
     their offenders; every network has the never-block, protected and allowlisted ranges carved
@@ -238,6 +250,8 @@ def _build(
         for cols in active.families
     }
     matched = Selection(active, chosen[4], chosen[6])
+    if before is not None and _unchanged(before, spec, inputs, matched):
+        return dataclasses.replace(before, inputs=inputs, matched=matched, offenders=matched)
     bans = [b for b in inputs.bans if spec.excludes_ban(b) is None]
     escalated = _escalate(policy.escalation, matched)
     networks = _networks([b.network for b in bans] + [e.prefix for e in escalated], gaps, policy)
@@ -265,6 +279,28 @@ def _build(
         overflow=len(matched) - len(published) + dropped_networks,
         valid_until=_valid_until(matched, bans, inputs.allow_entries, spec),
     )
+
+
+def _unchanged(before: FeedBuild, spec: FeedSpec, inputs: FeedInputs, matched: Selection) -> bool:
+    """Whether ``before`` is what this feed builds now: built from the inputs these were kept
+    in step from, with the same bans, allow entries and spec, no expiry reached since, nothing
+    left out by the cap, and no changed row among the offenders it selected or selects now.
+    (Rows never start to match by themselves: time only expires them or ages them out of
+    ``seen_within``, and ``valid_until`` is the first moment either happens.)"""
+    if inputs.derived_from != before.inputs.version or before.spec != spec or before.overflow:
+        return False
+    if before.valid_until is not None and inputs.now >= before.valid_until:
+        return False
+    if inputs.bans != before.inputs.bans or inputs.allow_entries != before.inputs.allow_entries:
+        return False
+    for version, changed in zip((4, 6), inputs.active.applied, strict=True):
+        for selected in (before.matched, matched):
+            found = selected.addresses(version)
+            at = np.searchsorted(found, changed)
+            inside = at < len(found)
+            if (found[at[inside]] == changed[inside]).any():
+                return False
+    return True
 
 
 def _escalate(escalation: Escalation | None, matched: Selection) -> list[Escalated]:

@@ -102,12 +102,15 @@ def read_inputs(tx: Tx, now: int, kept: FeedInputs | None = None) -> FeedInputs:
                 base = None if loaded is None else (*base[:3], loaded)
             else:
                 base = None
+    derived_from = None
     if base is None:
         active, read_at, whole = ActiveSet.read(tx.offender_columns(active_at=now)), now, True
     else:
         active, read_at, whole = base[3], base[2], False
         if version > base[0]:
             active = active.apply(tx.offender_columns(changed_after=base[0]))
+        if kept is not None and base[3] is kept.active:
+            derived_from = kept.version
     return FeedInputs(
         version=version,
         rows=rows,
@@ -117,6 +120,7 @@ def read_inputs(tx: Tx, now: int, kept: FeedInputs | None = None) -> FeedInputs:
         bans=tx.active_bans(now),
         allow_entries=tx.allow_entries(now),
         whole=whole,
+        derived_from=derived_from,
     )
 
 
@@ -171,7 +175,7 @@ class Publisher:
     def build(self, tx: Tx, feeds: Collection[str] | None = None) -> dict[str, FeedBuild]:
         """Every feed from the store's state now (no guard, nothing recorded)."""
         specs = [s for s in self.specs if feeds is None or s.name in feeds]
-        builds = build_feeds(specs, self.policy, self.inputs(tx))
+        builds = build_feeds(specs, self.policy, self.inputs(tx), self.builds)
         self.builds = builds
         return builds
 
