@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "fortios": 3,
     "store": 3,
     "devicestatus": 4,
+    "ingest": 4,
     "publish": 4,
     "control": 4,
     "push": 4,

@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 
 from . import metrics
 from .devicestatus import backed_off, next_status, token_id
@@ -25,7 +26,8 @@ from .errors import (
     DeviceError,
     DeviceInternalError,
 )
-from .fortios import DeviceTarget, FortiOSClient
+from .fortios import DeviceTarget, FortiOSClient, gc_paused
+from .ingest import Published, new_offenses, repeated, sort_for_index
 from .models import DeviceStatus, Event, EventKind, Offender, OffenderStatus, Offense, PollResult
 from .policy import Allowlist, Retention, suppression_reason, with_entries
 from .store import Store, Tx
@@ -49,7 +51,7 @@ class CycleReport:
     version: int = 0
     # Offenders that got a new offense this cycle and may be published, with the devices that
     # reported them: what push sends to the other FortiGates.
-    published: list[tuple[Offender, tuple[str, ...]]] = field(default_factory=list)
+    published: Published = field(default_factory=Published)
 
     @property
     def failed(self) -> list[PollResult]:
@@ -225,7 +227,8 @@ class Collector:
     ) -> CycleReport:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                report = self._write_once(results, statuses, now)
+                with gc_paused():  # a large ingest's rows: see gc_paused
+                    report = self._write_once(results, statuses, now)
                 for result in results:
                     result.lists = []  # stored: release a large poll's objects (counts stay)
                 return report
@@ -243,7 +246,7 @@ class Collector:
     ) -> CycleReport:
         report = CycleReport(started=now, results=results)
         with self.store.write() as tx:
-            new = self._new_offenses(tx, results)
+            new = new_offenses(tx, results)
             if new:
                 self._apply(tx, new, now, report)
                 report.version = tx.bump_version()
@@ -260,59 +263,39 @@ class Collector:
         metrics.SUPPRESSED.inc(report.suppressed)
         return report
 
-    @staticmethod
-    def _new_offenses(tx: Tx, results: list[PollResult]) -> list[tuple[Offense, str]]:
-        """Offenses listed now that the store does not hold yet, each with its address text."""
-        new: list[tuple[Offense, str]] = []
-        taken: set[tuple[str, str, str, int]] = set()
-        for result in results:
-            if result.error is not None or result.unchanged:
-                continue
-            listed = [o for v in result.lists for o in v.offenses]
-            if not listed:
-                continue
-            known = tx.known_offenses(
-                result.device, {o.vdom for o in listed}, min(o.created for o in listed)
-            )
-            fresh: list[tuple[Offense, str]] = []
-            for offense in listed:
-                ip = str(offense.ip)
-                key = (offense.vdom, ip, offense.created)
-                if key in known or (offense.device, *key) in taken:
-                    continue
-                taken.add((offense.device, *key))
-                fresh.append((offense, ip))
-            new += _without_echoes(tx, result.device, fresh)
-        return new
-
     def _apply(self, tx: Tx, new: list[tuple[Offense, str]], now: int, report: CycleReport) -> None:
-        by_ip: dict[str, list[Offense]] = defaultdict(list)
-        for offense, ip in new:
-            by_ip[ip].append(offense)
+        twice = repeated(ip for _, ip in new)
         # A store without offenders (a first ingest) has none to merge with: skip the lookups.
-        existing = tx.load_offenders(by_ip, lock=True) if tx.has_offenders() else {}
+        existing = tx.load_offenders({ip for _, ip in new}, lock=True) if tx.has_offenders() else {}
+        # Addresses stored already or listed more than once merge their offenses; every other
+        # one is a first offender, built from its offense as its row is written.
+        merged: dict[str, list[Offense]] = defaultdict(list)
+        firsts: list[tuple[Offense, str]] = []
+        for offense, ip in new:
+            if ip in twice or ip in existing:
+                merged[ip].append(offense)
+            else:
+                firsts.append((offense, ip))
         allow = with_entries(self.allowlist, tx.allow_entries(now))
+        report.published = Published(self.retention)
         inserts: list[Offender] = []
         insert_texts: list[str] = []
         updates: list[Offender] = []
         events: list[Event] = []
-        for ip, offenses in by_ip.items():
+        for offense, ip in new:  # in the order listed, as push ranks its ties
+            offenses = merged.get(ip)
+            if offenses is None:
+                reason = suppression_reason(offense.ip, allow)
+                if reason is not None:
+                    report.suppressed += 1
+                    events.append(Event(now, EventKind.SUPPRESSED, ip, offense.device, reason))
+                else:
+                    report.published.add_first(offense)
+                continue
+            if offense is not offenses[0]:
+                continue  # the address was settled at its first offense
             old = existing.get(ip)
-            if old is None and len(offenses) == 1:  # the common case on a large first ingest
-                o = offenses[0]
-                offender = Offender(
-                    o.ip,
-                    o.created,
-                    o.created,
-                    1,
-                    (o.source,),
-                    (o.device,),
-                    (f"{o.device}/{o.vdom}",),
-                    self._active_until(o.created, 1),
-                    OffenderStatus.LISTED,
-                )
-            else:
-                offender = self._merge(old, offenses)
+            offender = self._merge(old, offenses)
             if old is None:
                 inserts.append(offender)
                 insert_texts.append(ip)
@@ -324,17 +307,22 @@ class Collector:
                 events.append(Event(now, EventKind.SUPPRESSED, ip, offenses[0].device, reason))
                 continue
             reporters = offender.devices if old is None else tuple({o.device for o in offenses})
-            report.published.append((offender, reporters))
+            report.published.add(offender, reporters)
             if old is not None and old.status == OffenderStatus.UNBANNED:
                 events.append(Event(now, EventKind.RELISTED, ip, offenses[0].device, "new offense"))
-        # In index order, so a large insert appends to the B-trees instead of scattering pages.
-        new.sort(key=_index_order)
+        # In index order, so a large insert appends to the B-trees instead of scattering pages;
+        # the first offenders are built a batch at a time as their rows are written.
+        sort_for_index(new)
         tx.insert_offenses(new, seen=now)
         tx.insert_offenders(inserts, now, insert_texts)
+        firsts.sort(key=itemgetter(1))  # by address text: as fast to insert as numeric order
+        tx.insert_first_offenders(
+            ((o, ip, self._active_until(o.created, 1)) for o, ip in firsts), now
+        )
         tx.update_offenders(updates, now)
         tx.insert_events(events)
         report.new_offenses = len(new)
-        report.new_offenders = len(inserts)
+        report.new_offenders = len(inserts) + len(firsts)
         report.updated_offenders = len(updates)
 
     def _active_until(self, last_offense: int, offense_count: int) -> int | None:
@@ -368,30 +356,3 @@ class Collector:
             status=OffenderStatus.LISTED,
             note=note,
         )
-
-
-def _index_order(pair: tuple[Offense, str]) -> tuple[str, str, int, str]:
-    offense, ip = pair
-    return (offense.device, offense.vdom, offense.created, ip)  # uq_offenses' column order
-
-
-ECHO_SKEW = 300  # seconds of clock difference allowed between banfeed and a device
-
-
-def _without_echoes(
-    tx: Tx, device: str, fresh: list[tuple[Offense, str]]
-) -> list[tuple[Offense, str]]:
-    """Drop entries that are banfeed's own pushed quarantines listed back by the device: they
-    are not offenses (counting them would escalate TTLs and push them on, round and round)."""
-    if not fresh:
-        return fresh
-    pushed = tx.pushed_to(device, min(o.created for o, _ in fresh) - ECHO_SKEW)
-    if not pushed:
-        return fresh
-    kept = []
-    for offense, ip in fresh:
-        push = pushed.get(ip)
-        if push is not None and push[0] - ECHO_SKEW <= offense.created <= push[1] + ECHO_SKEW:
-            continue
-        kept.append((offense, ip))
-    return kept

@@ -20,6 +20,7 @@ from .parse import (
     FUTURE_SKEW,
     MAX_SOURCE_TEXT,
     FeedStatus,
+    gc_paused,
     parse_banned,
     parse_entry_list,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "DeviceTarget",
     "FeedStatus",
     "FortiOSClient",
+    "gc_paused",
     "parse_banned",
     "parse_entry_list",
 ]

@@ -37,7 +37,16 @@ from ..errors import (
     DeviceUnreachable,
 )
 from ..models import VdomList
-from .parse import FeedStatus, _kind, _load, _short, parse_banned, parse_entry_list
+from .parse import (
+    FeedStatus,
+    _kind,
+    _load,
+    _short,
+    banned_lists,
+    banned_text,
+    load_banned,
+    parse_entry_list,
+)
 
 BANNED_PATH = "/api/v2/monitor/user/banned"
 ENTRY_LIST_PATH = "/api/v2/monitor/system/external-resource/entry-list"
@@ -144,7 +153,12 @@ class FortiOSClient:
         fingerprint = hashlib.sha256(body).hexdigest()
         if fingerprint == known_fingerprint:
             return BannedAnswer([], fingerprint, unchanged=True)
-        lists = parse_banned(self.target.name, vdom, body, now=now)
+        # A large answer is held in one form at a time: bytes, text, JSON (see banned_text).
+        text = banned_text(self.target.name, body)
+        del body
+        document = load_banned(self.target.name, text)
+        del text
+        lists = banned_lists(self.target.name, vdom, document, now=now)
         return BannedAnswer(lists, fingerprint, unchanged=False)
 
     async def add_users(self, addresses: Sequence[str], expiry: int, vdom: str = "root") -> None:

@@ -6,13 +6,14 @@ Private to ``store/``: nothing outside this package sees a Connection or a Row.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, Table, and_, bindparam, or_, select, update
 
-from ..models import Offender, OffenderStatus
+from ..models import Offender, OffenderStatus, Offense
 from ..net import address_from_sort_key, sort_key
 from .schema import offenders
 
@@ -87,6 +88,42 @@ def offender_tuple(
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _first_lists(source: str, device: str, vdom: str) -> tuple[str, str, str]:
+    # sources, devices and vdoms of a first offender: the same few texts for a whole ingest
+    return _json_list((source,)), _json_list((device,)), _json_list((f"{device}/{vdom}",))
+
+
+_LISTED = OffenderStatus.LISTED.value
+
+
+def first_offender_tuple(
+    offense: Offense, ip_text: str, active_until: int | None, updated: int, changed: int
+) -> tuple[Any, ...]:
+    """The row of the offender an address new to the store gets from its one ``offense``:
+    ``offender_tuple`` of that offender (``ingest.first_offender``; a test checks they agree),
+    without building it."""
+    o = offense
+    ip = o.ip
+    sources, devices, vdoms = _first_lists(o.source, o.device, o.vdom)
+    return (
+        ip_text,
+        sort_key(ip),
+        ip.version,
+        o.created,
+        o.created,
+        1,
+        sources,
+        devices,
+        vdoms,
+        active_until,
+        _LISTED,
+        None,
+        updated,
+        changed,
+    )
+
+
 _STATUS = {s.value: s for s in OffenderStatus}  # cheaper than OffenderStatus(text) per row
 
 
@@ -118,26 +155,41 @@ def active(now: int) -> Any:
     )
 
 
+ROWS_PER_EXECUTE = 20000  # rows built and sent per executemany: bounded memory, same speed
+
+
 def bulk_insert(
-    conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    conn: Connection, table: Table, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]
 ) -> None:
-    """Insert many rows of plain values in one driver ``executemany``.
+    """Insert many rows of plain values through the driver's ``executemany``, a bounded
+    number at a time (``rows`` may be a generator: a large ingest never holds all its rows).
 
     SQLAlchemy's executemany builds a parameter dict per row through the compiler, which costs
     more than the database's own work on a large first ingest. The statement is still compiled
     by SQLAlchemy for the connection's dialect, so this stays portable.
     """
-    if not rows:
-        return
     compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(columns))
-    params: list[Any]
+    order: list[int] | None = None
     if compiled.positional:
         order = [list(columns).index(name) for name in compiled.positiontup or ()]
-        same = order == list(range(len(columns)))
-        params = rows if same else [tuple(row[i] for i in order) for row in rows]
-    else:
-        params = [dict(zip(columns, row, strict=True)) for row in rows]
-    conn.exec_driver_sql(str(compiled), params)
+        if order == list(range(len(columns))):
+            order = None  # the rows are the parameters as they are
+    statement = str(compiled)
+    for batch in _batched(rows):
+        params: list[Any]
+        if not compiled.positional:
+            params = [dict(zip(columns, row, strict=True)) for row in batch]
+        elif order is None:
+            params = batch
+        else:
+            params = [tuple(row[i] for i in order) for row in batch]
+        conn.exec_driver_sql(statement, params)
+
+
+def _batched(rows: Iterable[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    it = iter(rows)
+    while batch := list(itertools.islice(it, ROWS_PER_EXECUTE)):
+        yield batch
 
 
 def driver_rows(conn: Connection, query: Any, size: int = 20000) -> Iterator[list[tuple[Any, ...]]]:

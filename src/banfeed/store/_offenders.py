@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from ._common import (
     active,
     bulk_insert,
     chunks,
+    first_offender_tuple,
     offender_from_row,
     offender_tuple,
 )
@@ -55,16 +57,33 @@ class OffenderQueries:
         return None if row is None else offender_from_row(row)
 
     def insert_offenders(
-        self, items: Sequence[Offender], updated: int, texts: Sequence[str] | None = None
+        self, items: Iterable[Offender], updated: int, texts: Iterable[str] | None = None
     ) -> None:
         """Insert new offenders (``texts``: their addresses as text, if the caller has them).
-        In index order, so a large insert appends to the B-trees instead of scattering pages."""
+
+        A list is put in index order first, so a large insert appends to the B-trees instead of
+        scattering pages; any other iterable is streamed in the order given, a bounded number of
+        rows at a time (a caller with a million sorts them itself and builds them as they go).
+        """
         changed = self._stamp()
-        rows = [
-            offender_tuple(o, updated, changed, texts[i] if texts is not None else None)
-            for i, o in enumerate(items)
-        ]
-        rows.sort(key=_row_sort_key)
+        names: Iterable[str | None] = itertools.repeat(None) if texts is None else texts
+        rows: Iterable[tuple[Any, ...]] = (
+            offender_tuple(o, updated, changed, text)
+            for o, text in zip(items, names, strict=texts is not None)
+        )
+        if isinstance(items, list):
+            rows = sorted(rows, key=_row_sort_key)
+        bulk_insert(self.conn, offenders, OFFENDER_COLUMNS, rows)
+
+    def insert_first_offenders(
+        self, firsts: Iterable[tuple[Offense, str, int | None]], updated: int
+    ) -> None:
+        """Insert the offenders of addresses new to the store with one offense each, given as
+        ``(offense, address text, active_until)``: first and last offense its ``created``, one
+        offense, its source, device and VDOM. Each row is built as it is written, in the order
+        given (a first ingest of a million sorts them by address itself)."""
+        changed = self._stamp()
+        rows = (first_offender_tuple(o, ip, until, updated, changed) for o, ip, until in firsts)
         bulk_insert(self.conn, offenders, OFFENDER_COLUMNS, rows)
 
     def update_offenders(self, items: Sequence[Offender], updated: int) -> None:
@@ -122,9 +141,10 @@ class OffenderQueries:
         )
         return {(r.vdom, r.ip, r.created) for r in self.conn.execute(query)}
 
-    def insert_offenses(self, items: Sequence[tuple[Offense, str]], seen: int) -> None:
-        """Insert offenses, each given with its address text (computed once by the caller)."""
-        rows = [(o.device, o.vdom, ip, o.created, o.expires, o.source, seen) for o, ip in items]
+    def insert_offenses(self, items: Iterable[tuple[Offense, str]], seen: int) -> None:
+        """Insert offenses, each given with its address text (computed once by the caller);
+        streamed a bounded number of rows at a time."""
+        rows = ((o.device, o.vdom, ip, o.created, o.expires, o.source, seen) for o, ip in items)
         bulk_insert(self.conn, offenses, OFFENSE_COLUMNS, rows)
 
     def offenses_of(self, ip: str) -> list[Offense]:
