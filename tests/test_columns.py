@@ -306,7 +306,7 @@ def test_the_publisher_reads_only_what_changed_and_stays_in_step(tmp_path: Path)
         tx.update_offenders([_recount(base[1], 5)], T0)
         tx.set_offender_status(str(base[2].ip), OffenderStatus.UNBANNED, T0)
     with store.read() as tx:
-        version = publisher._inputs.version if publisher._inputs else 0
+        version = first.build.version  # what the publisher keeps its set at
         changed = [r for chunk in tx.offender_columns(changed_after=version) for r in chunk]
     assert sorted(r[0] for r in changed) == sorted(
         sort_key(o.ip) for o in (base[1], base[2], make(400, False, 1, 0, 0, "", "", True))

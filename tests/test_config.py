@@ -420,7 +420,7 @@ def test_config_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     [
         ("sqlite:///banfeed.db", "banfeed.db"),
         ("sqlite:///data/banfeed.db", "data/banfeed.db"),
-        ("sqlite:///../shared/banfeed.db", "../shared/banfeed.db"),
+        ("sqlite:///../state/banfeed.db", "../state/banfeed.db"),
     ],
 )
 def test_store_url_relative_sqlite_is_made_absolute(

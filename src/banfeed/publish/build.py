@@ -189,13 +189,6 @@ class FeedBuild:
         return self.inputs.active.get(ip, self.built)
 
 
-def interval(line: Line) -> tuple[int, int, int]:
-    """``(family, first address, last address)`` of a feed line, as integers."""
-    if isinstance(line, IPv4Network | IPv6Network):
-        return line.version, int(line.network_address), int(line.broadcast_address)
-    return line.version, int(line), int(line)
-
-
 def build_feeds(
     specs: Sequence[FeedSpec],
     policy: FeedPolicy,

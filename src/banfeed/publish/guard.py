@@ -27,23 +27,13 @@ from ..models import Ban, Event, Offender, OffenderStatus
 from ..net import IPNetwork
 from ..policy import is_active, suppression
 from .build import FeedBuild
-from .lines import Line, Lines, lost
+from .lines import Line, Lines
 
 
 class Loss(StrEnum):
     EXPLAINED = "explained"
     ALLOWLISTED = "allowlisted"
     UNEXPLAINED = "unexplained"
-
-
-def parse_lines(body: bytes) -> Lines:
-    """The lines of a published plain feed (written by banfeed: one address or CIDR a line)."""
-    return Lines.parse(body)
-
-
-def lost_lines(old: Lines, new: FeedBuild) -> Lines:
-    """Lines of ``old`` not wholly covered by the new build's lines."""
-    return lost(old, new.entries)
 
 
 @dataclass(frozen=True)

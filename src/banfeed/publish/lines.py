@@ -13,7 +13,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -197,8 +197,9 @@ class Lines:
             v4_starts.append(socket.inet_aton(address))
             v4_lengths.append(int(length) if length else 32)
         packed = np.frombuffer(b"".join(v4_starts), dtype=">u4").astype(np.int64)
-        order = np.lexsort((np.asarray(v4_lengths, dtype=np.int64), packed))
-        v4 = Family(4, packed[order], np.asarray(v4_lengths, dtype=np.int64)[order])
+        lengths = np.asarray(v4_lengths, dtype=np.int64)
+        order = _numeric_order(packed, lengths)
+        v4 = Family(4, packed[order], lengths[order])
         return cls(v4, cls.of(v6).v6)
 
 
@@ -207,12 +208,15 @@ def _family(version: int, starts: list[int], lengths: list[int]) -> Family:
         return Family.of(version)
     start = spans.array(starts, version)
     length = np.asarray(lengths, dtype=np.int64)
-    order = np.lexsort((length, start)) if version == 4 else _object_order(start, length)
+    order = _numeric_order(start, length)
     return Family(version, start[order], length[order])
 
 
-def _object_order(start: Array, length: Array) -> Any:
-    return np.array(sorted(range(len(start)), key=lambda i: (start[i], length[i])), dtype=np.int64)
+def _numeric_order(start: Array, length: Array) -> Array:
+    """By start, then prefix length: two stable sorts, which work on both families' dtypes
+    (``np.lexsort`` does not take object arrays)."""
+    by_length = np.argsort(length, kind="stable")
+    return by_length[np.argsort(start[by_length], kind="stable")]
 
 
 def lost(old: Lines, new: Lines) -> Lines:

@@ -22,8 +22,8 @@ from ..store import Snapshot, Store, Tx
 from ..timeutil import Clock
 from .active import ActiveSet
 from .build import FeedBuild, FeedInputs, FeedPolicy, FeedSpec, build_feeds
-from .guard import Decision, LossFacts, decide, lost_lines, needs_facts, parse_lines
-from .lines import Line, Lines, changes
+from .guard import Decision, LossFacts, decide, needs_facts
+from .lines import Line, Lines, changes, lost
 from .render import compress, decompress, etag_of
 
 # A publisher keeps the active offenders in memory and applies the rows each write changed; it
@@ -78,7 +78,7 @@ class Served:
         return decompress(self.version.body)
 
     def lines(self) -> Lines:
-        return parse_lines(self.body())
+        return Lines.parse(self.body())
 
 
 def read_inputs(tx: Tx, now: int, kept: FeedInputs | None = None) -> FeedInputs:
@@ -89,28 +89,28 @@ def read_inputs(tx: Tx, now: int, kept: FeedInputs | None = None) -> FeedInputs:
     banfeed's back: the mass-drop guard must see it), or the base is over ``FULL_READ_EVERY``
     old."""
     version, rows = tx.store_version(), tx.count_offenders()
-    base: tuple[int, int, int, ActiveSet] | None = None  # version, rows, read at, set
-    if kept is not None:
-        base = (kept.version, kept.rows, kept.read_at, kept.active)
-    if base is None or not _usable(base, version, rows, now):
-        saved = tx.latest_snapshot()
-        base = None
-        if saved is not None:
-            base = (saved.version, saved.rows, saved.created, ActiveSet.empty())
-            if _usable(base, version, rows, now):
-                loaded = _saved_set(saved.body)
-                base = None if loaded is None else (*base[:3], loaded)
-            else:
-                base = None
+
+    def usable(base_version: int, base_rows: int, read_at: int) -> bool:
+        fresh = 0 <= now - read_at < FULL_READ_EVERY
+        return version >= base_version and rows >= base_rows and fresh
+
+    base: tuple[int, int, ActiveSet] | None = None  # the version and read time of a set
     derived_from = None
+    if kept is not None and usable(kept.version, kept.rows, kept.read_at):
+        base, derived_from = (kept.version, kept.read_at, kept.active), kept.version
+    else:
+        saved = tx.latest_snapshot(with_body=False)
+        if saved is not None and usable(saved.version, saved.rows, saved.created):
+            loaded = _saved_set(tx)
+            if loaded is not None:
+                base = (saved.version, saved.created, loaded)
     if base is None:
         active, read_at, whole = ActiveSet.read(tx.offender_columns(active_at=now)), now, True
     else:
-        active, read_at, whole = base[3], base[2], False
-        if version > base[0]:
-            active = active.apply(tx.offender_columns(changed_after=base[0]))
-        if kept is not None and base[3] is kept.active:
-            derived_from = kept.version
+        base_version, read_at, active = base
+        whole = False
+        if version > base_version:
+            active = active.apply(tx.offender_columns(changed_after=base_version))
     return FeedInputs(
         version=version,
         rows=rows,
@@ -124,17 +124,16 @@ def read_inputs(tx: Tx, now: int, kept: FeedInputs | None = None) -> FeedInputs:
     )
 
 
-def _saved_set(body: bytes) -> ActiveSet | None:
+def _saved_set(tx: Tx) -> ActiveSet | None:
     """The saved set, or None (and a warning) when it cannot be read: a full read then."""
+    saved = tx.latest_snapshot()
+    if saved is None or saved.body is None:
+        return None
     try:
-        return ActiveSet.from_bytes(body)
+        return ActiveSet.from_bytes(saved.body)
     except (ValueError, KeyError, OSError, EOFError) as exc:
         log.warning("saved active set unreadable (%s); reading every offender", exc)
         return None
-
-
-def _usable(base: tuple[int, int, int, ActiveSet], version: int, rows: int, now: int) -> bool:
-    return version >= base[0] and rows >= base[1] and 0 <= now - base[2] < FULL_READ_EVERY
 
 
 def served(tx: Tx, feed: str, state: FeedState | None = None) -> Served | None:
@@ -206,7 +205,7 @@ class Publisher:
         body = inputs.active.to_bytes()
         try:
             with self.store.write() as tx:
-                saved = tx.latest_snapshot()
+                saved = tx.latest_snapshot(with_body=False)
                 if saved is None or saved.version <= inputs.version:  # equal: it was unusable
                     tx.save_snapshot(Snapshot(inputs.version, inputs.rows, inputs.read_at, body))
         except StoreError as exc:
@@ -224,7 +223,7 @@ class Publisher:
             self._recorded[name] = (last.number, build.entries)  # the same bytes: its lines
             return FeedResult(name, Outcome.UNCHANGED, build)
         old = self._lines_of(tx, last)
-        lost = lost_lines(old, build) if old is not None else Lines()
+        gone = lost(old, build.entries) if old is not None else Lines()
         approved = (
             state.held_since is not None
             and state.approved is not None
@@ -234,9 +233,9 @@ class Publisher:
             decision = Decision(True, f"approved by {state.approved_by or 'an operator'}")
         else:
             facts = None
-            if old and needs_facts(old, lost, self.policy.max_drop):
-                facts = _loss_facts(tx, lost, since=last.created if last else 0)
-            decision = decide(build, old, lost, facts, self.policy.max_drop)
+            if old and needs_facts(old, gone, self.policy.max_drop):
+                facts = _loss_facts(tx, gone, since=last.created if last else 0)
+            decision = decide(build, old, gone, facts, self.policy.max_drop)
         if not decision.publish:
             return FeedResult(name, Outcome.HELD, build, decision)
         added, removed = changes(old if old is not None else Lines(), build.entries)
@@ -268,7 +267,7 @@ class Publisher:
         stored = tx.feed_version(last.feed, last.number)
         if stored is None or stored.body is None:
             return None
-        return parse_lines(decompress(stored.body))
+        return Lines.parse(decompress(stored.body))
 
     def _record(self, results: list[FeedResult], states: dict[str, FeedState]) -> None:
         changes: list[FeedState] = []

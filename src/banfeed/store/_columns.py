@@ -35,18 +35,23 @@ class Snapshot:
     version: int
     rows: int
     created: int
-    body: bytes
+    body: bytes | None  # None when read without it
 
 
 class ColumnQueries:
     conn: Connection
 
-    def latest_snapshot(self) -> Snapshot | None:
-        query = select(active_snapshots).order_by(active_snapshots.c.id.desc()).limit(1)
+    def latest_snapshot(self, *, with_body: bool = True) -> Snapshot | None:
+        """The saved active set; without its body (tens of MB for a million offenders) to see
+        whether it is worth reading."""
+        columns = [active_snapshots.c.version, active_snapshots.c.rows, active_snapshots.c.created]
+        if with_body:
+            columns.append(active_snapshots.c.body)
+        query = select(*columns).order_by(active_snapshots.c.id.desc()).limit(1)
         row = self.conn.execute(query).first()
         if row is None:
             return None
-        return Snapshot(row.version, row.rows, row.created, bytes(row.body))
+        return Snapshot(row[0], row[1], row[2], bytes(row[3]) if with_body else None)
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep ``snapshot`` as the only one (older ones are replaced)."""
