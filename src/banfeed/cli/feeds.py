@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +225,7 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
     guard holds is written as its last good version, and the command exits 1."""
     from .. import reports
     from ..publish import Outcome, served
-    from ..publish.render import OFFENDER_CHUNKS, write_atomically
+    from ..publish.render import rendered_pieces, write_atomically
 
     config = ctx.config
     feed = config.feed(feed_name) if feed_name else config.feeds[0]
@@ -236,20 +236,19 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
             shown = served(tx, feed.name)
             if shown is None:
                 fail(f"feed {feed.name}: nothing published (see `banfeed feeds`)", EXIT_FAILED)
-            data: bytes | Iterator[bytes]
+            pieces: Iterable[bytes]
             if fmt == "txt":
-                data = shown.body()
+                pieces = [shown.body()]
             else:  # streamed from the store, in bounded memory, inside this transaction
                 offenders = publisher.covered_offenders(tx, shown)
                 allow = reports.effective_allowlist(rt, tx)
-                chunks = OFFENDER_CHUNKS[fmt](offenders, rt.now(), allow)
-                data = (chunk.encode("utf-8") for chunk in chunks)
+                pieces = rendered_pieces(fmt, offenders, rt.now(), allow)
             if output is None:
-                for piece in (data,) if isinstance(data, bytes) else data:
+                for piece in pieces:
                     sys.stdout.buffer.write(piece)
                 sys.stdout.flush()
             else:
-                write_atomically(output, data)
+                write_atomically(output, pieces)
     if output is not None:
         err.print(
             f"feed {feed.name}: version {shown.version.number}, {shown.version.entries} entries "

@@ -109,21 +109,22 @@ def json_chunks(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -
     yield "".join(pieces) + ("\n]\n" if seen else "[]\n")
 
 
-def csv_bytes(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> bytes:
-    return "".join(csv_chunks(offenders, now, allowlist)).encode("utf-8")
-
-
-def json_bytes(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> bytes:
-    return "".join(json_chunks(offenders, now, allowlist)).encode("utf-8")
-
-
-Renderer = Callable[[Iterable[Offender], int, Allowlist], bytes]
-OFFENDER_RENDERERS: dict[str, tuple[Renderer, str]] = {
-    "csv": (csv_bytes, "text/csv; charset=utf-8"),
-    "json": (json_bytes, "application/json"),
-}
 ChunkRenderer = Callable[[Iterable[Offender], int, Allowlist], Iterator[str]]
-OFFENDER_CHUNKS: dict[str, ChunkRenderer] = {"csv": csv_chunks, "json": json_chunks}
+# Format -> (its rendering piece by piece, media type): a new format is one entry.
+OFFENDER_RENDERERS: dict[str, tuple[ChunkRenderer, str]] = {
+    "csv": (csv_chunks, "text/csv; charset=utf-8"),
+    "json": (json_chunks, "application/json"),
+}
+
+
+def rendered_pieces(
+    fmt: str, offenders: Iterable[Offender], now: int, allowlist: Allowlist
+) -> Iterator[bytes]:
+    """``fmt``'s rendering of ``offenders`` as UTF-8 pieces (a few hundred kB each)."""
+    render = OFFENDER_RENDERERS[fmt][0]
+    return (piece.encode("utf-8") for piece in render(offenders, now, allowlist))
+
+
 TEXT_MEDIA_TYPE = "text/plain; charset=us-ascii"
 FORMATS = ("txt", *OFFENDER_RENDERERS)
 

@@ -24,7 +24,13 @@ from ..errors import StoreError
 from ..models import FeedState
 from ..policy import with_entries
 from ..publish import Publisher, Served, served
-from ..publish.render import OFFENDER_RENDERERS, TEXT_MEDIA_TYPE, compress, etag_of
+from ..publish.render import (
+    OFFENDER_RENDERERS,
+    TEXT_MEDIA_TYPE,
+    compress,
+    etag_of,
+    rendered_pieces,
+)
 from ..store import Store
 from ..timeutil import Clock, http_date
 
@@ -190,12 +196,13 @@ class FeedCache:
         cached = entry.others.get(fmt)
         if cached is not None and cached[0] == version:
             return cached[1]
-        render, media_type = OFFENDER_RENDERERS[fmt]
+        media_type = OFFENDER_RENDERERS[fmt][1]
         now = int(self.clock())
         try:
             with self.store.read() as tx:  # the offenders stream from this transaction
                 allow = with_entries(self.publisher.policy.allowlist, tx.allow_entries(now))
-                body = render(self.publisher.covered_offenders(tx, entry.served), now, allow)
+                offenders = self.publisher.covered_offenders(tx, entry.served)
+                body = b"".join(rendered_pieces(fmt, offenders, now, allow))
         except StoreError as exc:
             log.error("feed %s.%s unavailable: %s", name, fmt, exc)
             return None
