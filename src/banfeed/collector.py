@@ -5,7 +5,8 @@ error and its status row, never an exception for the others. All writes of a cyc
 one transaction, after polling, so a cycle is either wholly stored or not at all.
 
 Cost follows change: an answer byte-identical to the last one is not parsed again (its
-fingerprint is kept in device status), and only offenses not yet stored are written.
+fingerprint is kept in device status), a changed one only in the entries that changed (answer
+diffing: :mod:`banfeed.fortios.diff`), and only offenses not yet stored are written.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .errors import (
     DeviceError,
     DeviceInternalError,
 )
-from .fortios import DeviceTarget, FortiOSClient, gc_paused
+from .fortios import DeviceTarget, FortiOSClient, Keys, gc_paused
 from .ingest import Published, new_offenses, repeated, sort_for_index
 from .models import DeviceStatus, Event, EventKind, Offender, OffenderStatus, Offense, PollResult
 from .policy import Allowlist, Retention, suppression_reason, with_entries
@@ -83,6 +84,11 @@ class Collector:
         self.clock = clock
         self.concurrency = concurrency
         self.phase = "idle"  # idle | polling | writing: what a stop would interrupt
+        # Per (device, VDOM selector): the fingerprint of the last answer this collector
+        # stored and its entries' keys. Used only while the store's status row still holds
+        # that fingerprint, so a store replaced, or a poll stored by a replica, means a full
+        # parse again.
+        self._stored: dict[tuple[str, str], tuple[str, Keys]] = {}
 
     async def cycle(self, only: set[tuple[str, str]] | None = None) -> CycleReport:
         """Poll everything (or only the ``(device, vdom)`` leases given), then store the result
@@ -171,11 +177,14 @@ class Collector:
                 f"{status.error_kind}: {status.error_message} (--retry-now to poll it anyway)",
             )
             return
+        fingerprint = status.fingerprint if status else None
+        stored = self._stored.get((result.device, result.vdom))
+        known = stored[1] if stored is not None and stored[0] == fingerprint else None
         async with gate:
             began = time.perf_counter()
             try:
                 answer = await client.banned(
-                    result.vdom, now=now, known_fingerprint=status.fingerprint if status else None
+                    result.vdom, now=now, known_fingerprint=fingerprint, known_keys=known
                 )
             except DeviceError as exc:
                 result.error = exc
@@ -190,6 +199,7 @@ class Collector:
                 result.take(answer.lists)
                 result.fingerprint = answer.fingerprint
                 result.unchanged = answer.unchanged
+                result.keys = answer.keys
             finally:
                 result.duration = time.perf_counter() - began
                 metrics.DEVICE_POLL_SECONDS.labels(result.device).observe(result.duration)
@@ -231,6 +241,12 @@ class Collector:
                     report = self._write_once(results, statuses, now)
                 for result in results:
                     result.lists = []  # stored: release a large poll's objects (counts stay)
+                    if result.keys is not None and result.fingerprint is not None:
+                        self._stored[(result.device, result.vdom)] = (
+                            result.fingerprint,
+                            result.keys,
+                        )
+                        result.keys = None
                 return report
             except ConflictError as exc:  # a replica wrote the same offender first
                 if attempt == WRITE_ATTEMPTS:

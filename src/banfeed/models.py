@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import DeviceError
 from .net import IPAddress, IPNetwork
@@ -91,8 +91,14 @@ class VdomList:
     """What one VDOM of one device lists now."""
 
     vdom: str
-    offenses: list[Offense]
+    offenses: list[Offense]  # the entries validated now (all, unless the answer was diffed)
     rejected: list[Rejected]
+    unchanged: int = 0  # entries of the last stored answer, not validated again
+
+    @property
+    def entries(self) -> int:
+        """Valid entries listed, validated now or unchanged."""
+        return len(self.offenses) + self.unchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +157,16 @@ class PollResult:
     error: DeviceError | None = None
     fingerprint: str | None = None
     unchanged: bool = False  # the answer is byte-identical to the last stored one
+    keys: Any = None  # its accepted entries' keys (fortios.diff), remembered once stored
 
     entries: int = 0  # valid entries listed (kept after ``lists`` is released)
+    validated: int = 0  # of them, validated by this poll (the rest: unchanged, see diff)
     rejected: int = 0
 
     def take(self, lists: list[VdomList]) -> None:
         self.lists = lists
-        self.entries = sum(len(v.offenses) for v in lists)
+        self.entries = sum(v.entries for v in lists)
+        self.validated = sum(len(v.offenses) for v in lists)
         self.rejected = sum(len(v.rejected) for v in lists)
 
 

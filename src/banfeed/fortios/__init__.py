@@ -14,6 +14,7 @@ from .client import (
     DeviceTarget,
     FortiOSClient,
 )
+from .diff import Keys
 from .parse import (
     EARLIEST,
     EXPIRES_AHEAD,
@@ -37,6 +38,7 @@ __all__ = [
     "BannedAnswer",
     "DeviceTarget",
     "FeedStatus",
+    "Keys",
     "FortiOSClient",
     "gc_paused",
     "parse_banned",

@@ -37,13 +37,14 @@ from ..errors import (
     DeviceUnreachable,
 )
 from ..models import VdomList
+from .diff import Keys
 from .parse import (
     FeedStatus,
     _kind,
     _load,
     _short,
-    banned_lists,
     banned_text,
+    diffed_lists,
     load_banned,
     parse_entry_list,
 )
@@ -114,6 +115,7 @@ class BannedAnswer:
     lists: list[VdomList]
     fingerprint: str
     unchanged: bool  # byte-identical to ``known_fingerprint``: not parsed again
+    keys: Keys | None = None  # the accepted entries' keys (see diff), for ``known_keys``
 
 
 class FortiOSClient:
@@ -145,10 +147,17 @@ class FortiOSClient:
             await self._client.aclose()
 
     async def banned(
-        self, vdom: str, *, now: int, known_fingerprint: str | None = None
+        self,
+        vdom: str,
+        *,
+        now: int,
+        known_fingerprint: str | None = None,
+        known_keys: Keys | None = None,
     ) -> BannedAnswer:
         """The quarantine list of ``vdom`` (``"*"`` for every VDOM); ``now`` (epoch seconds) is
-        banfeed's clock, which every entry's times are checked against."""
+        banfeed's clock, which every entry's times are checked against. With the fingerprint
+        and keys of the last stored answer, an identical answer is not parsed and a changed
+        one only in its changed entries (see :mod:`.diff`)."""
         body = await self._get(BANNED_PATH, {"vdom": vdom})
         fingerprint = hashlib.sha256(body).hexdigest()
         if fingerprint == known_fingerprint:
@@ -158,8 +167,8 @@ class FortiOSClient:
         del body
         document = load_banned(self.target.name, text)
         del text
-        lists = banned_lists(self.target.name, vdom, document, now=now)
-        return BannedAnswer(lists, fingerprint, unchanged=False)
+        lists, keys = diffed_lists(self.target.name, vdom, document, now=now, known=known_keys)
+        return BannedAnswer(lists, fingerprint, unchanged=False, keys=keys)
 
     async def add_users(self, addresses: Sequence[str], expiry: int, vdom: str = "root") -> None:
         """Quarantine ``addresses`` for ``expiry`` seconds (0: no expiry) on this device."""

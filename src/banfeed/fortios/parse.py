@@ -20,6 +20,7 @@ from ..errors import DeviceBadResponse, DeviceHTTPError, InputError
 from ..models import Offense, Rejected, VdomList
 from ..net import IPAddress, parse_address
 from ..timeutil import iso
+from .diff import Keys, entry_keys, remembered, seen_in
 
 MAX_SOURCE_TEXT = 64
 
@@ -48,6 +49,7 @@ class FeedStatus:
     overflow: bool  # FortiOS reports a flag (true when entries were dropped over its limit)
     http_status: int | None
     content_time: int | None
+    attempt_time: int | None = None  # the device's last fetch attempt (None: never, or push)
 
 
 def parse_banned(device: str, vdom: str, body: bytes | str, *, now: int) -> list[VdomList]:
@@ -69,9 +71,20 @@ def load_banned(device: str, body: bytes | str) -> Any:
 def banned_lists(device: str, vdom: str, document: Any, *, now: int) -> list[VdomList]:
     """The lists of a loaded ``user/banned`` document (see :func:`parse_banned`). Each entry's
     JSON object is released from the document as it becomes an offense."""
+    return diffed_lists(device, vdom, document, now=now, known=None)[0]
+
+
+def diffed_lists(
+    device: str, vdom: str, document: Any, *, now: int, known: Keys | None
+) -> tuple[list[VdomList], Keys]:
+    """:func:`banned_lists` of an answer whose entries with a key in ``known`` (those of the
+    last stored answer: see :mod:`.diff`) are counted as unchanged instead of parsed; and the
+    keys of this answer's accepted entries, to pass as ``known`` next time."""
     objects = document if isinstance(document, list) else [document]
+    keys: list[Keys] = []
     with gc_paused():
-        return [_parse_object(device, vdom, obj, now) for obj in objects]
+        lists = [_parse_object(device, vdom, obj, now, known, keys) for obj in objects]
+    return lists, remembered(keys)
 
 
 @contextmanager
@@ -128,7 +141,9 @@ def _load(device: str, body: bytes | str, what: str) -> Any:
     raise DeviceBadResponse(device, f"{what} is {reason}")
 
 
-def _parse_object(device: str, requested: str, obj: Any, now: int) -> VdomList:
+def _parse_object(
+    device: str, requested: str, obj: Any, now: int, known: Keys | None, keys: list[Keys]
+) -> VdomList:
     if not isinstance(obj, dict):
         raise DeviceBadResponse(device, f"wrong JSON shape: expected an object, got {_kind(obj)}")
     if obj.get("status") == "error":
@@ -145,15 +160,23 @@ def _parse_object(device: str, requested: str, obj: Any, now: int) -> VdomList:
     offenses: list[Offense] = []
     rejected: list[Rejected] = []
     sources: dict[str, str] = {}  # a list repeats a handful of causes: check each once
+    entry_key = entry_keys(vdom, results)
+    accepted = seen_in(entry_key, known)  # unchanged entries, then every accepted one
+    unchanged = int(accepted.sum())
     for index, entry in enumerate(results):
         # Each entry's dict is let go once it is an Offense: a million-entry answer is never
         # held as JSON objects and offenses at once.
         results[index] = None
+        if unchanged and accepted[index]:
+            continue
         try:
             offenses.append(_parse_entry(device, vdom, entry, sources, now))
         except InputError as exc:
             rejected.append(Rejected(device, vdom, index, str(exc)))
-    return VdomList(vdom, offenses, rejected)
+        else:
+            accepted[index] = True
+    keys.append(entry_key[accepted])
+    return VdomList(vdom, offenses, rejected, unchanged)
 
 
 def _parse_entry(device: str, vdom: str, entry: Any, sources: dict[str, str], now: int) -> Offense:
@@ -279,4 +302,5 @@ def parse_entry_list(device: str, feed: str, body: bytes) -> FeedStatus:
         overflow=bool(results.get("overflow")),
         http_status=count("http_status_code", "status_code"),
         content_time=count("last_content_update_time", "last_update_time"),
+        attempt_time=count("conn_attempt_time") or None,
     )
