@@ -180,6 +180,12 @@ class FeedBuild:
             self._text.append(self.entries.text())
         return self._text[0]
 
+    def keep_text(self, text: bytes) -> None:
+        """Take ``text`` as this build's plain feed, made another way (``delta.splice``, or
+        the served version's bytes for the same lines): it must equal ``entries.text()``."""
+        if not self._text:
+            self._text.append(text)
+
     def covering(self, ip: IPAddress) -> Line | None:
         """The line of this build that covers ``ip``, or ``None``."""
         return self.entries.line_for(ip)

@@ -22,8 +22,10 @@ from ..store import Snapshot, Store, Tx
 from ..timeutil import Clock
 from .active import ActiveSet
 from .build import FeedBuild, FeedInputs, FeedPolicy, FeedSpec, build_feeds
+from .delta import delta, splice
+from .delta import lost as lost_since
 from .guard import Decision, LossFacts, decide, needs_facts
-from .lines import Line, Lines, changes, lost
+from .lines import Line, Lines, changes
 from .render import compress, decompress, etag_of
 
 # A publisher keeps the active offenders in memory and applies the rows each write changed; it
@@ -166,9 +168,10 @@ class Publisher:
         self.history = history
         self.builds: dict[str, FeedBuild] = {}  # the last builds, for explain and reports
         self.etags: dict[str, str] = {}  # the ETag of each last build's plain text
-        # The lines of the version this publisher recorded last, by feed: the next publish
-        # compares with them without decompressing and parsing the stored body again.
-        self._recorded: dict[str, tuple[int, Lines]] = {}
+        # The number, lines and text of the version this publisher recorded last, by feed: the
+        # next publish compares with them (and splices the text) without decompressing and
+        # parsing the stored body again.
+        self._recorded: dict[str, tuple[int, Lines, bytes]] = {}
         self._inputs: FeedInputs | None = None  # the last snapshot, kept in step by version
 
     def build(self, tx: Tx, feeds: Collection[str] | None = None) -> dict[str, FeedBuild]:
@@ -217,13 +220,24 @@ class Publisher:
         if state.pinned is not None:
             return FeedResult(name, Outcome.PINNED, build)
         last = tx.latest_version(name, with_body=False)
+        previous = self._previous(tx, last)
+        change = delta(previous[0], build.entries) if previous is not None else None
+        if change is not None and previous is not None:
+            if change.none:  # the same lines: the same bytes as the served version
+                build.keep_text(previous[1])
+            else:  # the old text with the changed lines cut out and put in
+                spliced = splice(previous[1], previous[0], build.entries, change)
+                if spliced is not None:
+                    build.keep_text(spliced)
         body = build.text()
         etag = self.etags[name] = etag_of(body)
         if last is not None and last.etag == etag:
-            self._recorded[name] = (last.number, build.entries)  # the same bytes: its lines
+            self._recorded[name] = (last.number, build.entries, body)  # the same bytes
             return FeedResult(name, Outcome.UNCHANGED, build)
-        old = self._lines_of(tx, last)
-        gone = lost(old, build.entries) if old is not None else Lines()
+        old = previous[0] if previous is not None else None
+        gone = Lines()
+        if old is not None and change is not None:
+            gone = lost_since(old, build.entries, change)
         approved = (
             state.held_since is not None
             and state.approved is not None
@@ -238,7 +252,7 @@ class Publisher:
             decision = decide(build, old, gone, facts, self.policy.max_drop)
         if not decision.publish:
             return FeedResult(name, Outcome.HELD, build, decision)
-        added, removed = changes(old if old is not None else Lines(), build.entries)
+        added, removed = change.counts if change is not None else changes(Lines(), build.entries)
         version = FeedVersion(
             feed=name,
             number=(last.number if last else 0) + 1,
@@ -256,18 +270,19 @@ class Publisher:
         )
         return FeedResult(name, Outcome.PUBLISHED, build, decision, version)
 
-    def _lines_of(self, tx: Tx, last: FeedVersion | None) -> Lines | None:
-        """The lines of the newest version: remembered if this publisher recorded it, else
-        read from the store (another replica or process recorded it)."""
+    def _previous(self, tx: Tx, last: FeedVersion | None) -> tuple[Lines, bytes] | None:
+        """The lines and text of the newest version: remembered if this publisher recorded
+        it, else read from the store (another replica or process recorded it)."""
         if last is None:
             return None
         recorded = self._recorded.get(last.feed)
         if recorded is not None and recorded[0] == last.number:
-            return recorded[1]
+            return recorded[1], recorded[2]
         stored = tx.feed_version(last.feed, last.number)
         if stored is None or stored.body is None:
             return None
-        return Lines.parse(decompress(stored.body))
+        body = decompress(stored.body)
+        return Lines.parse(body), body
 
     def _record(self, results: list[FeedResult], states: dict[str, FeedState]) -> None:
         changes: list[FeedState] = []
@@ -323,7 +338,11 @@ class Publisher:
             return
         for result in results:
             if result.version is not None:
-                self._recorded[result.feed] = (result.version.number, result.build.entries)
+                self._recorded[result.feed] = (
+                    result.version.number,
+                    result.build.entries,
+                    result.build.text(),
+                )
         for version in versions:
             log.info(
                 "feed %s: version %d, %d entries (+%d −%d): %s",
