@@ -50,7 +50,7 @@ from banfeed.models import Family, Offender, OffenderStatus  # noqa: E402
 from banfeed.policy import PrefixGuard, build_allowlist  # noqa: E402
 from banfeed.publish import FeedPolicy, FeedSpec, Publisher  # noqa: E402
 from banfeed.publish.build import build_feeds  # noqa: E402
-from banfeed.publish.publisher import read_inputs  # noqa: E402
+from banfeed.publish.inputs import read_inputs  # noqa: E402
 from banfeed.store import open_store  # noqa: E402
 
 BIG = 10_000_000  # max_entries: every address is published, as iprange publishes them all

@@ -157,7 +157,7 @@ class RunningDaemon:
 def build_feed(tx: Any, spec: Any, policy: Any, now: int) -> Any:
     """One feed built from a read transaction, the way the publisher builds it."""
     from banfeed.publish import build_feeds
-    from banfeed.publish.publisher import read_inputs
+    from banfeed.publish.inputs import read_inputs
 
     return build_feeds([spec], policy, read_inputs(tx, now))[spec.name]
 

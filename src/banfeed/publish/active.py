@@ -10,7 +10,7 @@ The set is read whole once, then kept in step with the store by the rows changed
 version it reflects (``Tx.offender_columns(changed_after=…)``): each cycle and each operator
 action costs what it changed. Rows that expire stay until the next full read: every build masks
 them out by ``until``. ``to_bytes`` / ``from_bytes`` are the saved set new processes start from
-(``publisher.read_inputs``).
+(``inputs.read_inputs``).
 """
 
 from __future__ import annotations
