@@ -7,8 +7,9 @@ process's ru_maxrss so far), or ``{"ok": false, "error": ...}``.
 
 - ``open``: config for ``devices`` [[name, url], ...] with ``token`` and ``concurrency``, a
   fresh SQLite store at ``db`` (``config.parse`` → ``compose.Runtime``, as bench/collect_100k.py).
-- ``cycle``: one real collect cycle (``rt.collector().cycle()``); offense/offender/event rows
-  written, counted in the store before and after.
+- ``cycle``: one real collect cycle, by one collector for every cycle as `banfeed run` keeps it
+  (it remembers the answers it stored: answer diffing); offense/offender/event rows written,
+  counted in the store before and after.
 - ``export``: the plain feed as ``banfeed export --output`` does it: ``Publisher.publish``,
   then the served version's body (``publish.served``) + ``write_atomically`` to ``out``.
 - ``fetch``: the anchor: httpx GET + ``json.loads`` of every device's answer, with the same
@@ -47,9 +48,10 @@ import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from banfeed import compose, config, publish  # noqa: E402
+from banfeed.collector import Collector  # noqa: E402
 from banfeed.models import Family, Offender, OffenderStatus  # noqa: E402
 from banfeed.publish import FeedSpec, build_feeds  # noqa: E402
-from banfeed.publish.publisher import read_inputs  # noqa: E402
+from banfeed.publish.inputs import read_inputs  # noqa: E402
 from banfeed.publish.render import write_atomically  # noqa: E402
 from banfeed.store import open_store  # noqa: E402
 from banfeed.store._offenders import OffenderQueries  # noqa: E402
@@ -174,6 +176,7 @@ def measured(profile: bool, work: Callable[[], T]) -> tuple[T, float, dict[str, 
 class Side:
     def __init__(self) -> None:
         self.rt: compose.Runtime | None = None
+        self.collector: Collector | None = None  # one for every cycle, as `banfeed run` keeps
         self.devices: list[tuple[str, str]] = []
         self.token = ""
         self.concurrency = 16
@@ -210,6 +213,7 @@ class Side:
         )
         t = time.perf_counter()
         self.rt = compose.Runtime(cfg, open_store(cfg.store_url(), create=True), system_clock)
+        self.collector = self.rt.collector()
         return {"seconds": time.perf_counter() - t, "import_seconds": IMPORT_SECONDS}
 
     def cycle(self, profile: bool = False, repr_cost: bool = False) -> dict[str, Any]:
@@ -220,7 +224,8 @@ class Side:
         message). ``repr_cost`` measures what that costs when the report is the result, as
         with ``banfeed collect`` (``asyncio.run(cycles.collect_once(rt))``)."""
         before = self.counts()
-        collector = self.runtime.collector()
+        collector = self.collector
+        assert collector is not None, "open first"
 
         async def run() -> dict[str, Any]:
             report = await collector.cycle()
