@@ -1,0 +1,118 @@
+"""``/api/v1/``: JSON for scripts and the dashboard's own pages. Handlers parse, make one core
+call, answer; errors are ``{"error": "..."}`` with 400 (bad input), 404, 401 or 403."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import reports
+from ..errors import BanfeedError, ConfigError, InputError
+from ..net import parse_address
+from . import overview
+from .actions import ACTIONS, Action, ActionBody, act
+from .context import Web
+from .openapi import document
+from .search import OffenderQuery, search
+from .sessions import SECURITY_HEADERS, Session, guarded
+
+PREFIX = "/api/v1"
+MAX_BODY = 16 * 1024
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _call(func: Any, *args: Any) -> JSONResponse:
+    """Run a blocking core call off the event loop; banfeed's errors become statuses."""
+    try:
+        result = await asyncio.to_thread(func, *args)
+    except (InputError, ConfigError) as exc:
+        return _error(400, str(exc))
+    except BanfeedError as exc:
+        return _error(503, f"the store could not be used: {exc}")
+    return JSONResponse(result)
+
+
+def routes(web: Web) -> list[Route]:
+    viewer = guarded(web, api=True)
+
+    @viewer
+    async def me(_request: Request, session: Session) -> Response:
+        user = session.user
+        return JSONResponse({"user": user.name, "role": user.role.value, "csrf": session.csrf})
+
+    @viewer
+    async def offenders(request: Request, _session: Session) -> Response:
+        params = {k: request.query_params.getlist(k) for k in request.query_params}
+        try:
+            query = OffenderQuery.parse(params)
+        except InputError as exc:
+            return _error(400, str(exc))
+        return await _call(lambda: search(web, query).record())
+
+    @viewer
+    async def offender(request: Request, _session: Session) -> Response:
+        try:
+            ip = parse_address(request.path_params["ip"])
+        except InputError as exc:
+            return _error(400, str(exc))
+        try:
+            detail = await asyncio.to_thread(reports.offender_detail, web.runtime(), ip)
+        except BanfeedError as exc:
+            return _error(503, f"the store could not be used: {exc}")
+        if detail.offender is None and not any(v.listed for v in detail.feeds):
+            return _error(404, f"{ip} is not in the store and no feed lists it")
+        return JSONResponse(detail.record())
+
+    @viewer
+    async def feeds(_request: Request, _session: Session) -> Response:
+        rt = web.runtime()
+        return await _call(lambda: [overview.feed_record(f) for f in reports.feed_overviews(rt)])
+
+    @viewer
+    async def devices(_request: Request, _session: Session) -> Response:
+        now = web.now()
+        return await _call(lambda: [overview.device_record(d, now) for d in overview.devices(web)])
+
+    @viewer
+    async def summary(_request: Request, _session: Session) -> Response:
+        return await _call(lambda: overview.overview(web).record())
+
+    def action(name: Action) -> Route:
+        async def handler(request: Request, session: Session) -> Response:
+            raw = await request.body()
+            if len(raw) > MAX_BODY:
+                return _error(413, "the body is too large")
+            try:
+                data = json.loads(raw or b"{}")
+                if not isinstance(data, dict):
+                    raise ValueError("not an object")
+                body = ActionBody.parse(data)
+            except (ValueError, UnicodeDecodeError) as exc:
+                return _error(400, f'send a JSON object like {{"target": "…"}}: {exc}')
+            except InputError as exc:
+                return _error(400, str(exc))
+            return await _call(act, web, name, body, session.user.name)
+
+        return Route(f"{PREFIX}/{name}", guarded(web, api=True)(handler), methods=["POST"])
+
+    async def openapi(_request: Request) -> Response:
+        return JSONResponse(document(), headers=SECURITY_HEADERS)
+
+    return [
+        Route(f"{PREFIX}/openapi.json", openapi, methods=["GET"]),
+        Route(f"{PREFIX}/me", me, methods=["GET"]),
+        Route(f"{PREFIX}/overview", summary, methods=["GET"]),
+        Route(f"{PREFIX}/offenders", offenders, methods=["GET"]),
+        Route(f"{PREFIX}/offenders/{{ip}}", offender, methods=["GET"]),
+        Route(f"{PREFIX}/feeds", feeds, methods=["GET"]),
+        Route(f"{PREFIX}/devices", devices, methods=["GET"]),
+        *(action(name) for name in ACTIONS),
+    ]

@@ -1,0 +1,173 @@
+"""The offenders search of the dashboard and ``GET /api/v1/offenders``: parameters parsed once
+into a typed query, the store read in keyset pages, each row's state decided exactly.
+
+Filters mean what they mean for `banfeed list` (``reports.OffenderFilter``); an address or a
+network (``q``) selects the addresses inside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .. import reports
+from ..errors import InputError
+from ..models import Offender, OffenderState
+from ..net import IPNetwork, parse_network, sort_key
+from ..policy import Allowlist, state
+from ..publish.render import offender_record
+from .context import Web
+
+SORTS = (
+    "ip",
+    "-ip",
+    "last_offense",
+    "-last_offense",
+    "first_offense",
+    "-first_offense",
+    "offense_count",
+    "-offense_count",
+)
+STATES = ("active", "expired", "suppressed", "unbanned", "any")
+MAX_LIMIT = 500
+MAX_OFFSET = 10_000  # deeper pages: follow the cursor
+
+
+class OffenderQuery(BaseModel):
+    """The parameters of a search, as the page's form and the API take them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    q: str = Field("", max_length=64, description="An address, or a network to search inside.")
+    cause: tuple[str, ...] = Field((), description="Any of these causes (case-insensitive).")
+    device: tuple[str, ...] = Field((), description="Reported by any of these devices.")
+    vdom: tuple[str, ...] = Field((), description='Any of these VDOMs ("dmz" or "edge-1/dmz").')
+    state: Literal["active", "expired", "suppressed", "unbanned", "any"] = "active"
+    min_offenses: int = Field(1, ge=1, le=1_000_000)
+    sort: Literal[SORTS] = "ip"  # type: ignore[valid-type]
+    limit: int = Field(50, ge=1, le=MAX_LIMIT)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    cursor: str = Field("", max_length=200, description="`next` of the previous page.")
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Sequence[str]]) -> OffenderQuery:
+        """From query parameters (repeated ones for the lists); empty values are left out."""
+        lists = ("cause", "device", "vdom")
+        data: dict[str, Any] = {}
+        for key, values in params.items():
+            if key in lists:  # repeated, or comma-separated in the page's one field
+                values = [part for v in values for part in v.split(",")]
+            kept = [v.strip() for v in values if v.strip()]
+            if kept:
+                data[key] = tuple(kept) if key in lists else kept[-1]
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "query"
+            raise InputError(f"{where}: {first['msg']}") from None
+
+    def network(self) -> IPNetwork | None:
+        return parse_network(self.q) if self.q else None
+
+    def params(self, **changes: Any) -> list[tuple[str, str]]:
+        """This query as URL parameters (for links to other pages and sorts)."""
+        values = self.model_dump() | changes
+        pairs: list[tuple[str, str]] = []
+        for key, value in values.items():
+            items = value if isinstance(value, tuple) else (value,)
+            default = OffenderQuery.model_fields[key].default
+            pairs += [(key, str(v)) for v in items if v != default and v not in ("", ())]
+        return pairs
+
+
+@dataclass(frozen=True)
+class Row:
+    offender: Offender
+    state: OffenderState
+
+    def record(self, now: int, allowlist: Allowlist) -> dict[str, Any]:
+        return offender_record(self.offender, now, allowlist)
+
+
+@dataclass(frozen=True)
+class Page:
+    query: OffenderQuery
+    rows: list[Row]
+    next: str | None  # the cursor of the next page, if there is one
+    now: int
+    allowlist: Allowlist
+
+    def record(self) -> dict[str, Any]:
+        """The JSON shape of ``GET /api/v1/offenders`` (docs/dashboard.md)."""
+        return {
+            "offenders": [r.record(self.now, self.allowlist) for r in self.rows],
+            "next": self.next,
+            "limit": self.query.limit,
+            "sort": self.query.sort,
+        }
+
+
+def _cursor(offender: Offender, sort: str) -> str:
+    column = sort.lstrip("-")
+    value = 0 if column == "ip" else int(getattr(offender, column))
+    raw = json.dumps([value, sort, sort_key(offender.ip).hex()]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(cursor: str, sort: str) -> tuple[int, bytes] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value, made_for, key = json.loads(raw)
+        if made_for != sort or not isinstance(value, int):
+            raise ValueError(made_for)
+        return value, bytes.fromhex(key)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise InputError("cursor: not a cursor of this search; start from the first page") from None
+
+
+def search(web: Web, query: OffenderQuery) -> Page:
+    """One page of offenders matching ``query``, in its order."""
+    rt = web.runtime()
+    now = rt.now()
+    chosen = frozenset() if query.state == "any" else frozenset({OffenderState(query.state)})
+    where = reports.OffenderFilter(
+        states=chosen,
+        within=query.network(),
+        causes=query.cause,
+        devices=query.device,
+        vdoms=query.vdom,
+    )
+    after = _after(query.cursor, query.sort)
+    rows: list[Row] = []
+    with rt.store.read() as tx:
+        allow = reports.effective_allowlist(rt, tx)
+        skipped = 0
+        for offender in tx.iter_offenders_sorted(
+            sort=query.sort.lstrip("-"),
+            descending=query.sort.startswith("-"),
+            after=after,
+            min_offenses=query.min_offenses,
+            **where.store_filters(now),
+        ):
+            found = state(offender, now, allow)
+            if chosen and found not in chosen:
+                continue
+            if skipped < query.offset:
+                skipped += 1
+                continue
+            rows.append(Row(offender, found))
+            if len(rows) > query.limit:
+                break
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    cursor = _cursor(rows[-1].offender, query.sort) if more and rows else None
+    return Page(query, rows, cursor, now, allow)

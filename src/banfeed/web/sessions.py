@@ -1,0 +1,246 @@
+"""Who is asking, and may they: signed session cookies, the proxy header, CSRF, roles.
+
+A session is a signed cookie (itsdangerous, HMAC-SHA1 over JSON) holding the user's name, the
+user's session epoch, a CSRF token and when it was issued; it is checked against the store on
+every request, so removing a user, a new password or a logout ends it at once, and it expires
+``[dashboard] session_ttl`` after login. Every state-changing request must carry the session's
+CSRF token (a form field ``csrf`` or the ``X-CSRF-Token`` header) and, when the browser says
+where it comes from (``Origin``, else ``Referer``), come from this site.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+
+from ..errors import InputError
+from ..models import Role, User
+from ..net import NetworkSet, parse_address
+from .context import Web
+
+log = logging.getLogger("banfeed.dashboard")
+
+LOGIN_PATH = "/dashboard/login"
+SESSION_COOKIE = "banfeed_session"
+LOGIN_COOKIE = "banfeed_login"  # the CSRF token of the login form, before any session
+LOGIN_TTL = 3600
+CSRF_HEADER = "x-csrf-token"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+# On every dashboard and API answer: no framing, no third-party anything, no caching.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    user: User
+    csrf: str
+    cookie: str | None = None  # a new cookie to set (a proxy-header login)
+
+
+def _serializer(web: Web, salt: str) -> URLSafeSerializer:
+    return URLSafeSerializer(web.secret, salt=salt)
+
+
+def session_cookie(web: Web, user: User, csrf: str | None = None) -> tuple[str, str]:
+    """A signed cookie value for ``user`` and its CSRF token."""
+    csrf = csrf or secrets.token_urlsafe(32)
+    payload = {"u": user.name, "e": user.session_epoch, "c": csrf, "t": web.now()}
+    return str(_serializer(web, "banfeed-session").dumps(payload)), csrf
+
+
+def _from_cookie(web: Web, request: Request) -> tuple[User, str] | None:
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        return None
+    try:
+        payload = _serializer(web, "banfeed-session").loads(raw)
+        name, epoch, csrf, issued = payload["u"], payload["e"], payload["c"], payload["t"]
+    except (BadSignature, KeyError, TypeError):
+        return None
+    if not isinstance(name, str) or not isinstance(csrf, str) or not isinstance(issued, int):
+        return None
+    if web.now() - issued >= web.host.config.dashboard.session_ttl or issued > web.now() + 60:
+        return None
+    with web.host.store.read() as tx:
+        user = tx.get_user(name)
+    if user is None or user.session_epoch != epoch:
+        return None
+    return user, csrf
+
+
+_NOT_PROXIED = object()  # the request did not come through the trusted proxy with its header
+
+
+def _from_proxy(web: Web, request: Request) -> User | None | object:
+    """The proxy header's user (None: a name that is no user) when the request comes from a
+    trusted proxy address with the header; else ``_NOT_PROXIED``."""
+    dashboard = web.host.config.dashboard
+    if not dashboard.proxy_header or request.client is None:
+        return _NOT_PROXIED
+    try:
+        client = parse_address(request.client.host)
+    except InputError:
+        return _NOT_PROXIED
+    if NetworkSet((n, True) for n in dashboard.proxy_from).match(client) is None:
+        return _NOT_PROXIED
+    name = request.headers.get(dashboard.proxy_header, "").strip()
+    if not name:
+        return _NOT_PROXIED
+    with web.host.store.read() as tx:
+        user = tx.get_user(name)
+    if user is None:
+        log.warning("proxy header names %r, who is not a dashboard user: refused", name[:64])
+    return user
+
+
+def current(web: Web, request: Request) -> Session | None:
+    """The session of this request, or None (anonymous). Through the trusted proxy, its
+    header decides who it is, whatever cookie comes along."""
+    found = _from_cookie(web, request)
+    proxied = _from_proxy(web, request)
+    if isinstance(proxied, User):
+        if found is not None and found[0].name == proxied.name:
+            return Session(proxied, found[1])
+        cookie, csrf = session_cookie(web, proxied)
+        return Session(proxied, csrf, cookie)
+    if proxied is None or found is None:
+        return None
+    return Session(*found)
+
+
+def set_session(response: Response, request: Request, web: Web, value: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        value,
+        max_age=web.host.config.dashboard.session_ttl,
+        path="/",
+        httponly=True,
+        secure=request.url.scheme == "https",
+        samesite="lax",
+    )
+
+
+def same_origin(web: Web, request: Request) -> bool:
+    """``Origin`` (else ``Referer``), when the browser sends one, names this site: the
+    request's own scheme and host, or ``[server] public_url``. Absent both (a script), the
+    CSRF token alone decides."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        referer = request.headers.get("referer")
+        if referer is None:
+            return True
+        parts = urlsplit(referer)
+        origin = f"{parts.scheme}://{parts.netloc}"
+    if origin == "null":
+        return False
+    own = {f"{request.url.scheme}://{request.headers.get('host', '')}"}
+    public = web.host.config.server.public_url
+    if public:
+        parts = urlsplit(public)
+        own.add(f"{parts.scheme}://{parts.netloc}")
+    return origin.rstrip("/") in own
+
+
+def csrf_ok(expected: str, given: str | None) -> bool:
+    return bool(given) and hmac.compare_digest(expected.encode(), (given or "").encode())
+
+
+Handler = Callable[[Request, Session], Awaitable[Response]]
+
+
+def refusal(api: bool, status: int, message: str) -> Response:
+    headers = dict(SECURITY_HEADERS)
+    if api:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return PlainTextResponse(message + "\n", status_code=status, headers=headers)
+
+
+def guarded(
+    web: Web, *, api: bool, role: Role = Role.VIEWER, write_role: Role = Role.ADMIN
+) -> Callable[[Handler], Any]:
+    """Wrap a handler: a session is required (``role`` at least); a state-changing request
+    needs ``write_role`` (admin: only logout is open to viewers), this site's origin and the
+    session's CSRF token."""
+
+    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            session = current(web, request)
+            write = request.method in WRITE_METHODS
+            if session is None:
+                if api or write:
+                    return refusal(api, 401, "sign in first: POST /dashboard/login")
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"{LOGIN_PATH}?{urlencode({'next': target})}", 303)
+            if write:
+                if not same_origin(web, request):
+                    log.warning("cross-site %s %s refused", request.method, request.url.path)
+                    return refusal(api, 403, "cross-site request refused")
+                if api:
+                    given = request.headers.get(CSRF_HEADER)
+                else:
+                    form = await request.form()
+                    field = form.get("csrf")
+                    given = field if isinstance(field, str) else None
+                if not csrf_ok(session.csrf, given):
+                    return refusal(api, 403, "missing or wrong CSRF token; reload the page")
+            needed = write_role if write else role
+            if needed is Role.ADMIN and session.user.role is not Role.ADMIN:
+                return refusal(api, 403, f"{session.user.name} is a viewer; this needs an admin")
+            response = await handler(request, session)
+            if session.cookie is not None:
+                set_session(response, request, web, session.cookie)
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+        return endpoint
+
+    return wrap
+
+
+def login_token(web: Web) -> tuple[str, str]:
+    """A signed cookie and the token the login form carries (CSRF before any session)."""
+    token = secrets.token_urlsafe(32)
+    cookie = _serializer(web, "banfeed-login").dumps({"c": token, "t": web.now()})
+    return str(cookie), token
+
+
+def login_token_ok(web: Web, request: Request, given: str | None) -> bool:
+    raw = request.cookies.get(LOGIN_COOKIE)
+    if not raw:
+        return False
+    try:
+        payload = _serializer(web, "banfeed-login").loads(raw)
+        token, issued = payload["c"], payload["t"]
+    except (BadSignature, KeyError, TypeError):
+        return False
+    fresh = isinstance(issued, int) and 0 <= web.now() - issued < LOGIN_TTL
+    return fresh and isinstance(token, str) and csrf_ok(token, given)
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after login: a path of the dashboard only (no open redirect)."""
+    if target and target.startswith("/dashboard/") and not target.startswith("//"):
+        if "\\" not in target and "\n" not in target and "\r" not in target:
+            return target
+    return "/dashboard/"
