@@ -114,6 +114,19 @@ def test_export_is_numeric_safe_and_atomic(site: dict[str, Any]) -> None:
     assert target.read_text() == text
 
 
+def test_export_to_dash_is_standard_output(
+    site: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli("collect", env=site["env"])
+    folder = site["tmp"] / "here"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    plain = cli("export", env=site["env"]).output
+    dashed = cli("export", "--output", "-", env=site["env"])
+    assert dashed.exit_code == 0 and dashed.output == plain and "9.9.9.9" in plain.splitlines()
+    assert list(folder.iterdir()) == []  # no file named "-"
+
+
 def test_export_formats(site: dict[str, Any]) -> None:
     cli("collect", env=site["env"])
     as_csv = cli("export", "--format", "csv", env=site["env"]).output.splitlines()

@@ -262,8 +262,9 @@ def _fault(env: Env, fault: str, vdom: str = "root") -> httpx.Response:
 
 
 def test_fault_names_are_validated() -> None:
-    assert FAULTS[0] == "none" and len(set(FAULTS)) == 19
+    assert FAULTS[0] == "none" and len(set(FAULTS)) == 23
     assert {"drip", "drip-headers", "slow-chunked", "nested", "bad-time"} <= set(FAULTS)
+    assert {"503", "echo", "echo-redirect", "gzip-bomb"} <= set(FAULTS)
     with pytest.raises(ValueError):
         SimFleet().add_device("x", token="t", fault="bogus")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from .errors import (
     DeviceBackedOff,
     DeviceError,
     DeviceInternalError,
+    StoreBusyError,
 )
 from .fortios import DeviceTarget, FortiOSClient, Keys, gc_paused
 from .ingest import Published, new_offenses, repeated, sort_for_index
@@ -38,6 +40,10 @@ log = logging.getLogger(__name__)
 
 REJECTS_LOGGED = 10  # per device and cycle; the rest are counted
 WRITE_ATTEMPTS = 3
+# A cycle's write that finds the SQLite store busy (a cron `import` or `collect` holding the
+# write lock past the busy timeout) is tried again, with the answers already polled, for this
+# long in all: the cycle waits instead of failing and losing what it fetched. Then it fails.
+BUSY_WAIT_SECONDS = 900.0
 
 
 @dataclass
@@ -89,12 +95,14 @@ class Collector:
         # that fingerprint, so a store replaced, or a poll stored by a replica, means a full
         # parse again.
         self._stored: dict[tuple[str, str], tuple[str, Keys]] = {}
+        self._stopping = threading.Event()  # set when a stop interrupts the write
 
     async def cycle(self, only: set[tuple[str, str]] | None = None) -> CycleReport:
         """Poll everything (or only the ``(device, vdom)`` leases given), then store the result
         in one transaction (in a worker thread)."""
         began = time.perf_counter()
         now = int(self.clock())
+        self._stopping.clear()
         with self.store.read() as tx:
             statuses = tx.device_statuses()
         self.phase = "polling"
@@ -108,7 +116,9 @@ class Collector:
             report = await asyncio.shield(write)
         except asyncio.CancelledError:
             # Stopping mid-write: let the transaction finish (it commits whole or not at all),
-            # then stop. Cancelling while polling simply abandons the cycle: nothing written.
+            # then stop; a write waiting for a busy store gives up. Cancelling while polling
+            # simply abandons the cycle: nothing written.
+            self._stopping.set()
             await write
             raise
         finally:
@@ -235,7 +245,8 @@ class Collector:
         statuses: dict[tuple[str, str], DeviceStatus],
         now: int,
     ) -> CycleReport:
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
+        conflicts, busy_since = 0, time.monotonic()
+        while True:
             try:
                 with gc_paused():  # a large ingest's rows: see gc_paused
                     report = self._write_once(results, statuses, now)
@@ -249,10 +260,17 @@ class Collector:
                         result.keys = None
                 return report
             except ConflictError as exc:  # a replica wrote the same offender first
-                if attempt == WRITE_ATTEMPTS:
+                conflicts += 1
+                if conflicts == WRITE_ATTEMPTS:
                     raise
                 log.info("cycle write conflicted (%s); retrying", exc)
-        raise AssertionError("unreachable")
+            except StoreBusyError as exc:  # nothing was written: the same write, again
+                waited = time.monotonic() - busy_since
+                if waited >= BUSY_WAIT_SECONDS or self._stopping.is_set():
+                    raise
+                log.warning(
+                    "cycle write waits, %.0f s so far, the polled answers kept: %s", waited, exc
+                )
 
     def _write_once(
         self,

@@ -210,10 +210,14 @@ class Runtime:
 
 @contextmanager
 def runtime(
-    config: Config, *, create_store: bool = False, clock: Clock = system_clock
+    config: Config,
+    *,
+    create_store: bool = False,
+    clock: Clock = system_clock,
+    read_only: bool = False,
 ) -> Iterator[Runtime]:
     """Open the store for one command; closed however the command ends."""
-    store = open_store(config.store_url(), create=create_store)
+    store = open_store(config.store_url(), create=create_store, read_only=read_only)
     try:
         yield Runtime(config, store, clock)
     finally:

@@ -1,18 +1,17 @@
-"""What operators do by hand: ban, unban, allowlist, import an old list, prune history.
+"""What operators do by hand: ban, unban (one target or a hundred thousand), allowlist, prune
+history, release or pin a feed (importing an old list is ``importing``).
 
 Each action is one transaction that also writes an audit event with the operator's name, and
 bumps the store version so every feed reflects it at once. Everything is checked first: an
 address in a never-block, protected or allowlisted range cannot be banned, a network broader
-than the prefix guard cannot be banned, and an import reports every line it drops and why.
+than the prefix guard cannot be banned.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, summarize_address_range
 from typing import Any
 
 from .errors import InputError
@@ -24,20 +23,9 @@ from .models import (
     EventKind,
     FeedState,
     FeedVersion,
-    Offender,
-    OffenderStatus,
-    Offense,
 )
-from .net import IPNetwork, carve, parse_address, parse_network
-from .policy import (
-    Allowlist,
-    PrefixGuard,
-    Retention,
-    holes,
-    suppression,
-    suppression_reason,
-    with_entries,
-)
+from .net import IPNetwork, carve, parse_network
+from .policy import Allowlist, PrefixGuard, holes, suppression_reason, with_entries
 from .store import Store, Tx
 from .timeutil import clamp_time, iso
 
@@ -81,28 +69,116 @@ def ban(
 
 
 @dataclass
-class UnbanResult:
-    target: str
-    offender: bool  # an offender row was marked unbanned
-    bans: list[str]  # manual or imported bans removed
+class UnbanReport:
+    """What an unban did: per target, whether an offender was marked and which bans went."""
+
+    offenders: list[str] = field(default_factory=list)  # addresses marked unbanned
+    bans: list[str] = field(default_factory=list)  # manual or imported bans removed
+    by_target: dict[str, tuple[bool, list[str]]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # targets the store holds nothing for
+    kept: int = 0  # --origin import: imported offenders a device has reported too, not unbanned
+
+    def record(self) -> dict[str, Any]:
+        """The stable JSON shape of `banfeed unban --format json` (documented in docs/cli.md)."""
+        return {
+            "targets": len(self.by_target) + len(self.missing),
+            "offenders_unbanned": len(self.offenders),
+            "bans_removed": len(self.bans),
+            "not_found": self.missing,
+            "kept_reported_by_devices": self.kept,
+            "offenders": self.offenders,
+            "bans": self.bans,
+        }
 
 
-def unban(store: Store, target: str, *, actor: str, note: str | None, now: int) -> UnbanResult:
-    """Stop publishing an address (or a banned network): marks the offender ``unbanned`` and
-    removes bans equal to or inside it. A later offense lists it again (a new fact)."""
-    network = parse_network(target.strip())
-    text = str(network.network_address) if network.num_addresses == 1 else str(network)
-    with store.write() as tx:
-        marked = network.num_addresses == 1 and tx.set_offender_status(
-            text, OffenderStatus.UNBANNED, now
+def parse_targets(texts: Iterable[tuple[str, str]]) -> list[IPNetwork]:
+    """Unban targets ``(where, text)`` as networks, refusing every malformed one at once: an
+    unban of a list is all or nothing."""
+    parsed, bad = [], []
+    for where, text in texts:
+        try:
+            parsed.append(parse_network(text.strip()))
+        except InputError as exc:
+            bad.append(f"{where}: {exc}")
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise InputError(
+            "nothing was unbanned; fix or remove these targets: " + "; ".join(bad[:5]) + more
         )
-        removed = tx.delete_bans_within(network)
-        if not marked and not removed:
-            raise InputError(f"{text}: neither an offender nor a ban in the store")
-        detail = "unbanned" + (f"; bans removed: {', '.join(removed)}" if removed else "")
-        tx.insert_events([Event(now, EventKind.UNBANNED, text, actor, _with_note(detail, note))])
-        tx.bump_version()
-    return UnbanResult(text, marked, removed)
+    return parsed
+
+
+def unban(
+    store: Store,
+    targets: Iterable[IPNetwork],
+    *,
+    actor: str,
+    note: str | None,
+    now: int,
+    origin: BanOrigin | None = None,
+) -> UnbanReport:
+    """Stop publishing addresses (or banned networks), all in one transaction with one
+    ``unbanned`` event per target: marks each address's offender ``unbanned`` and removes the
+    bans equal to or inside each target. With ``origin``, the targets are every ban of that
+    origin instead, and for ``imported`` every offender only an import reported. A later
+    offense lists an address again (a new fact). Set-based: a hundred thousand targets are a
+    few dozen statements, not one round trip each."""
+    report = UnbanReport()
+    with store.write() as tx:
+        if origin is not None:
+            _unban_origin(tx, report, origin, actor, note, now)
+        else:
+            _unban_targets(tx, report, targets, actor, note, now)
+        if not report.offenders and not report.bans and origin is None:
+            missing = ", ".join(report.missing[:5])
+            more = f" (and {len(report.missing) - 5} more)" if len(report.missing) > 5 else ""
+            raise InputError(f"{missing}{more}: neither an offender nor a ban in the store")
+        if report.offenders or report.bans:
+            tx.bump_version()
+    return report
+
+
+def _unban_targets(
+    tx: Tx,
+    report: UnbanReport,
+    targets: Iterable[IPNetwork],
+    actor: str,
+    note: str | None,
+    now: int,
+) -> None:
+    unique = list(dict.fromkeys(targets))
+    hosts = [str(n.network_address) for n in unique if n.prefixlen == n.max_prefixlen]
+    marked = set(tx.unban_offenders(hosts, now))
+    removed = tx.delete_bans_of(unique)
+    events = []
+    for network in unique:
+        text = _subject(network)
+        was_marked, bans = text in marked, removed.get(str(network), [])
+        if not was_marked and not bans:
+            report.missing.append(text)
+            continue
+        report.by_target[text] = (was_marked, bans)
+        report.offenders += [text] if was_marked else []
+        report.bans += bans
+        detail = "unbanned" + (f"; bans removed: {', '.join(bans)}" if bans else "")
+        events.append(Event(now, EventKind.UNBANNED, text, actor, _with_note(detail, note)))
+    tx.insert_events(events)
+
+
+def _unban_origin(
+    tx: Tx, report: UnbanReport, origin: BanOrigin, actor: str, note: str | None, now: int
+) -> None:
+    detail = _with_note(f"unbanned (every {origin.value} entry)", note)
+    report.bans = tx.delete_bans_of_origin(origin)
+    if origin is BanOrigin.IMPORTED:
+        report.offenders, report.kept = tx.unban_offenders_only_of(IMPORT_DEVICE, now)
+    events = [Event(now, EventKind.UNBANNED, ip, actor, detail) for ip in report.offenders]
+    for ban in report.bans:
+        subject = _subject(parse_network(ban))
+        report.by_target[subject] = (False, [ban])
+        events.append(Event(now, EventKind.UNBANNED, subject, actor, f"{detail}; ban removed"))
+    report.by_target.update((ip, (True, [])) for ip in report.offenders)
+    tx.insert_events(events)
 
 
 def allow_add(
@@ -164,127 +240,13 @@ def _guarded(guard: PrefixGuard, network: IPNetwork, action: str, force: bool) -
 
 def _subject(network: IPNetwork) -> str:
     """How an event names its subject: a host network is its address, so `show` finds it."""
-    return str(network.network_address) if network.num_addresses == 1 else str(network)
+    return (
+        str(network.network_address) if network.prefixlen == network.max_prefixlen else str(network)
+    )
 
 
 def _with_note(detail: str, note: str | None) -> str:
     return f"{detail} — {note}" if note else detail
-
-
-# -- import ----------------------------------------------------------------------------------
-
-
-@dataclass
-class ImportReport:
-    lines: int = 0
-    addresses: int = 0
-    networks: int = 0
-    already: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)  # reason -> first line dropped
-
-    def drop(self, reason: str, line: str) -> None:
-        self.dropped[reason] += 1
-        self.examples.setdefault(reason, line)
-
-
-def parse_list_line(line: str) -> list[IPNetwork]:
-    """One line of an old list: an address, a CIDR network or a range ``a-b``."""
-    text = line.strip()
-    if "-" in text:
-        first_text, _, last_text = text.partition("-")
-        first, last = parse_address(first_text.strip()), parse_address(last_text.strip())
-        if first.version != last.version or int(first) > int(last):
-            raise InputError(f"{text!r} is not a range (first > last, or mixed families)")
-        pair: tuple[IPv4Address, IPv4Address] | tuple[IPv6Address, IPv6Address]
-        pair = (first, last)  # type: ignore[assignment]
-        return list(summarize_address_range(*pair))
-    return [parse_network(text)]
-
-
-def import_list(
-    store: Store,
-    lines: Iterable[str],
-    *,
-    source: str,
-    ttl: int | None,
-    retention: Retention,
-    note: str | None,
-    actor: str,
-    guard: PrefixGuard,
-    allowlist: Allowlist,
-    now: int,
-    progress: Iterator[None] | None = None,
-) -> ImportReport:
-    """Bring an existing list in: addresses become offenders (an offense from device
-    ``import``), networks and ranges become bans with provenance ``imported``. Never-block,
-    protected, allowlisted, over-broad and malformed lines are dropped and counted."""
-    report = ImportReport()
-    addresses: dict[str, Offense] = {}
-    networks: dict[str, IPNetwork] = {}
-    with store.read() as tx:
-        allow = with_entries(allowlist, tx.allow_entries(now))
-    for raw in lines:
-        if progress is not None:
-            next(progress, None)
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        report.lines += 1
-        try:
-            parsed = parse_list_line(line)
-        except InputError:
-            report.drop("malformed", line)
-            continue
-        for network in parsed:
-            reason = _import_refusal(network, guard, allow)
-            if reason is not None:
-                report.drop(reason, line)
-            elif network.num_addresses == 1:
-                ip = network.network_address
-                addresses[str(ip)] = Offense(IMPORT_DEVICE, source, ip, now, None, "imported")
-            else:
-                networks[str(network)] = network
-    expires = None if ttl is None else clamp_time(now + ttl)
-    with store.write() as tx:
-        known = tx.load_offenders(addresses)
-        report.already = len(known)
-        new = [(o, text) for text, o in addresses.items() if text not in known]
-        until = expires if ttl is not None else retention.active_until(now, 1)
-        origin = (f"{IMPORT_DEVICE}/{source}",)
-        offenders = [
-            Offender(
-                o.ip,
-                now,
-                now,
-                1,
-                ("imported",),
-                (IMPORT_DEVICE,),
-                origin,
-                until,
-                OffenderStatus.LISTED,
-                note,
-            )
-            for o, _ in new
-        ]
-        tx.insert_offenses(new, seen=now)
-        tx.insert_offenders(offenders, now, [text for _, text in new])
-        for network in networks.values():
-            tx.save_ban(Ban(network, now, expires, BanOrigin.IMPORTED, actor, note))
-        detail = f"imported {len(new)} addresses and {len(networks)} networks from {source}"
-        tx.insert_events([Event(now, EventKind.IMPORTED, None, actor, _with_note(detail, note))])
-        tx.bump_version()
-    report.addresses, report.networks = len(new), len(networks)
-    return report
-
-
-def _import_refusal(network: IPNetwork, guard: PrefixGuard, allow: Allowlist) -> str | None:
-    if network.prefixlen < guard.limit(network):
-        return f"broader than /{guard.limit(network)}"
-    found = suppression(network.network_address, allow)
-    if found is None and network.num_addresses > 1:
-        found = suppression(network.broadcast_address, allow)
-    return None if found is None else found[0].value  # never-block / protected / allowlisted
 
 
 # -- prune -----------------------------------------------------------------------------------

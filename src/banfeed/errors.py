@@ -6,7 +6,8 @@ BanfeedError
 ├── InputError             a user-supplied value that cannot be used (exit code 2)
 ├── StoreError             the store cannot be opened, read or written
 │   ├── SchemaError        the store's schema is missing or older than the code
-│   └── ConflictError      a concurrent writer won (unique key, deadlock): retry the transaction
+│   ├── ConflictError      a concurrent writer won (unique key, deadlock): retry the transaction
+│   └── StoreBusyError     another process held SQLite's write lock past the busy timeout
 ├── ExportError            a feed file cannot be written
 └── DeviceError            one FortiGate could not be polled (that device alone fails)
     ├── DeviceUnreachable      connection refused, reset or DNS failure
@@ -54,6 +55,11 @@ class SchemaError(StoreError):
 
 class ConflictError(StoreError):
     """Another writer (a replica) changed the same rows first; the transaction can be retried."""
+
+
+class StoreBusyError(StoreError):
+    """Another process held the SQLite store's write lock past the busy timeout; nothing of
+    the transaction was written, and it can be retried."""
 
 
 class ExportError(BanfeedError):

@@ -42,3 +42,19 @@ FEED_HELD = Gauge(
     "1 while the mass-drop guard serves a feed's last good version (alert on it).",
     ["feed"],
 )
+FEED_REFUSALS = Counter(
+    "banfeed_feed_refusals_total",
+    "Feed requests refused, by feed and reason (address: allow_from; credentials).",
+    ["feed", "reason"],
+)
+FEED_CONSUMERS_UNRECORDED = Counter(
+    "banfeed_feed_consumers_unrecorded_total",
+    "Fetches by a new consumer not recorded: the feed already has the most consumers kept.",
+)
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "banfeed_http_connections_closed_total",
+    "Connections the server closed early, by reason (header_size, header_timeout, silent, "
+    "send_timeout, evicted, busy).",
+    ["reason"],
+)
+HTTP_CONNECTIONS = Gauge("banfeed_http_connections", "Client connections open now.")

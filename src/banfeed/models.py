@@ -237,3 +237,23 @@ class Consumer:
     etag: str | None
     status: int
     requests: int
+
+
+class Role(StrEnum):
+    """What a dashboard user may do: ``viewer`` reads, ``admin`` also acts."""
+
+    VIEWER = "viewer"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A dashboard user. ``session_epoch`` grows on logout and password change: every session
+    cookie issued before is void."""
+
+    name: str
+    role: Role
+    password_hash: str = field(repr=False)
+    created: int
+    created_by: str
+    session_epoch: int = 0

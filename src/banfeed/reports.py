@@ -7,7 +7,8 @@ where they say what the current build would do.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,15 +16,19 @@ from . import compose
 from .compose import Runtime
 from .errors import InputError
 from .models import (
+    Ban,
+    BanOrigin,
     Consumer,
     Event,
+    EventKind,
     FeedState,
     FeedVersion,
     Offender,
     OffenderState,
+    OffenderStatus,
     Offense,
 )
-from .net import IPAddress
+from .net import IPAddress, IPNetwork
 from .policy import Allowlist, state, with_entries
 from .publish.render import decompress, offender_record
 from .store import Tx
@@ -135,13 +140,55 @@ def offender_detail(rt: Runtime, ip: IPAddress) -> OffenderDetail:
     return OffenderDetail(ip, offender, offenses, events, allow, rt.now(), verdicts)
 
 
+@dataclass(frozen=True)
+class OffenderFilter:
+    """What `list` selects. Each filter given must hold; a list filter holds for any of its
+    values. ``states`` empty: every state."""
+
+    states: frozenset[OffenderState] = frozenset({OffenderState.ACTIVE})
+    within: IPNetwork | None = None  # the address is inside it
+    causes: tuple[str, ...] = ()  # case-insensitive, like [[feeds]] causes
+    devices: tuple[str, ...] = ()
+    vdoms: tuple[str, ...] = ()  # "dmz" (any device) or "edge-1/dmz"
+    since: int | None = None  # an offense at or after it
+
+    def store_filters(self, now: int) -> dict[str, Any]:
+        """What the store can narrow in SQL; the state is decided exactly afterwards."""
+        found: dict[str, Any] = {
+            "within": self.within,
+            "since": self.since,
+            "sources": self.causes,
+            "devices": self.devices,
+            "vdoms": self.vdoms,
+        }
+        states = self.states
+        if states == {OffenderState.ACTIVE}:
+            found["active_at"] = now
+        elif states == {OffenderState.EXPIRED}:
+            found["expired_at"] = now
+        elif states == {OffenderState.UNBANNED}:
+            found["status"] = OffenderStatus.UNBANNED
+        elif states and OffenderState.UNBANNED not in states:
+            found["status"] = OffenderStatus.LISTED
+        return found
+
+
 def listed_offenders(
-    tx: Tx, now: int, allowlist: Allowlist, *, every: bool = False
+    tx: Tx,
+    now: int,
+    allowlist: Allowlist,
+    *,
+    every: bool = False,
+    where: OffenderFilter | None = None,
 ) -> Iterator[Offender]:
     """What `list` shows, streamed from the store in address order: active offenders, or
-    ``every`` one (expired, suppressed and unbanned too)."""
-    for offender in tx.iter_offenders(active_at=None if every else now):
-        if every or state(offender, now, allowlist) is OffenderState.ACTIVE:
+    ``every`` one (expired, suppressed and unbanned too), narrowed by ``where`` (in SQL where
+    a column answers, so memory stays bounded)."""
+    where = where or OffenderFilter()
+    if every:
+        where = dataclasses.replace(where, states=frozenset())
+    for offender in tx.iter_offenders_matching(**where.store_filters(now)):
+        if not where.states or state(offender, now, allowlist) in where.states:
             yield offender
 
 
@@ -259,3 +306,64 @@ def feed_diff(rt: Runtime, feed: str, old: int | None, new: int | None) -> FeedD
     added = [line for line in after if line not in known]  # feed order: numeric
     removed = [line for line in before if line not in kept]
     return FeedDiff(feed, old, new, added, removed)
+
+
+# -- the day-2 read models: bans and the audit log ------------------------------------------
+
+
+def ban_record(ban: Ban, now: int) -> dict[str, Any]:
+    """The stable JSON shape of one ban in `banfeed bans --format json` (docs/cli.md)."""
+    expired = ban.expires is not None and ban.expires <= now
+    return {
+        "network": str(ban.network),
+        "origin": ban.provenance.value,
+        "state": "expired" if expired else "active",
+        "created": iso(ban.created),
+        "expires": iso(ban.expires),
+        "actor": ban.actor,
+        "note": ban.note,
+    }
+
+
+def list_bans(
+    tx: Tx,
+    now: int,
+    *,
+    origin: BanOrigin | None = None,
+    which: str = "active",
+    overlapping: IPNetwork | None = None,
+) -> list[Ban]:
+    """Manual and imported bans in numeric order: ``which`` is ``active``, ``expired`` or
+    ``all``; ``overlapping``: bans inside the network or containing it."""
+    return tx.bans_matching(
+        origin=origin,
+        active_at=now if which == "active" else None,
+        expired_at=now if which == "expired" else None,
+        overlapping=overlapping,
+    )
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """The stable JSON shape of one event in `banfeed events --format json` (docs/cli.md)."""
+    return {
+        "time": iso(event.time),
+        "kind": event.kind.value,
+        "ip": event.ip,
+        "actor": event.actor,
+        "detail": event.detail,
+    }
+
+
+def audit_events(
+    tx: Tx,
+    *,
+    actor: str | None = None,
+    kinds: Sequence[EventKind] = (),
+    since: int | None = None,
+    about: IPNetwork | None = None,
+    limit: int = 100,
+) -> list[Event]:
+    """The audit log, oldest first: the newest ``limit`` events (0: every one) that pass the
+    filters; ``about`` an address or network (its events, and those of networks holding it)."""
+    found = tx.events_matching(actor=actor, kinds=kinds, since=since, about=about, limit=limit)
+    return found[::-1]

@@ -1,14 +1,26 @@
 """The ``banfeed`` command: thin shells over the core. Parse, make one core call, render.
 
 One module a noun: devices (check, collect), offenders (list, show, ban, unban, import,
-prune), allow, feeds (feeds, history, diff, rollback, release, approve, export, verify,
-fortigate-config), store (init, db), daemon (run, serve), trying (demo, simulate).
+prune), allow, feeds (feeds, history, diff, rollback, release, approve, export, verify),
+setup (fortigate-config), store (init, db), daemon (run, serve), trying (demo, simulate).
 
 Exit codes: 0 ok; 1 the command ran but something failed (a device, a missing offender);
 2 usage or configuration error. Only this package turns errors into messages and exit codes.
 """
 
-from . import allow, daemon, devices, feeds, offenders, store, trying  # noqa: F401 (commands)
+from . import (  # noqa: F401
+    allow,
+    audit,
+    daemon,
+    devices,
+    docs,
+    feeds,
+    offenders,
+    setup,
+    store,
+    trying,
+    users,
+)
 from .base import main
 
 __all__ = ["main"]

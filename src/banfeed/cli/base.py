@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, ParamSpec, TypeVar
 
 import click
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.text import Text
 
 from .. import __version__
@@ -34,8 +34,26 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 FORMATS = ("table", "json", "csv")
 FEED_FORMATS = ("txt", "csv", "json")  # publish.render.FORMATS (tests/test_cli.py checks)
 
+# Piped or redirected, a table is as wide as its text (no 80 columns, no cut notes): a script
+# or `| grep` gets every character. $COLUMNS still wins when set.
+PIPE_WIDTH = 10_000
+
+
+class _Console(Console):
+    @property
+    def size(self) -> ConsoleDimensions:
+        natural = super().size
+        if self.is_terminal or self._width is not None or "COLUMNS" in self._environ:
+            return natural
+        return ConsoleDimensions(PIPE_WIDTH, natural.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
 # markup=False: addresses, names and messages print literally ("[allowlist]" is not a style).
-out = Console(highlight=False, soft_wrap=True, markup=False)
+out = _Console(highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
@@ -82,8 +100,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 class Context:
-    def __init__(self, config_option: str | None) -> None:
+    def __init__(self, config_option: str | None = None, verbose: int = 0) -> None:
         self.option = config_option
+        self.verbose = verbose
         self._config: Config | None = None
 
     @property
@@ -102,27 +121,119 @@ class Context:
 
     def runtime(self, *, create_store: bool = False) -> AbstractContextManager[compose.Runtime]:
         """The store and clock for one command: ``with ctx.runtime() as rt:`` closes the store
-        however the command ends."""
+        however the command ends. The commands of READ_ONLY_COMMANDS open it read-only."""
         from .. import compose
 
-        return compose.runtime(self.config, create_store=create_store)
+        read_only = not create_store and _command_name() in READ_ONLY_COMMANDS
+        return compose.runtime(self.config, create_store=create_store, read_only=read_only)
+
+
+# Commands that only read the store open it read-only (SQLite: `mode=ro`), so a user who may
+# read the store but not write it (an analyst) can run them. docs/cli.md lists them; a test
+# runs them as such a user. A new command that only reads belongs here.
+READ_ONLY_COMMANDS = frozenset(
+    {
+        "list",
+        "show",
+        "bans",
+        "events",
+        "check",
+        "verify",
+        "feeds",
+        "feeds history",
+        "feeds diff",
+        "allow list",
+        "user list",
+    }
+)
+
+
+def _command_name() -> str:
+    """The running command's name without the program's: ``"feeds history"``."""
+    names = []
+    ctx: click.Context | None = click.get_current_context(silent=True)
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))
 
 
 pass_ctx = click.make_pass_decorator(Context)
 
+CONFIG_HELP = "Config file (default: $BANFEED_CONFIG, else ./banfeed.toml)."
+VERBOSE_HELP = "More log output (-vv for debug)."
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config_option",
-    metavar="PATH",
-    help="Config file (default: $BANFEED_CONFIG, else ./banfeed.toml).",
+
+def _configure_logging(verbose: int) -> None:
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def _late_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:  # after the command name: wins over one given before it
+        ctx.ensure_object(Context).option = value
+
+
+def _late_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    if value:  # `-v list -v` is -vv
+        obj = ctx.ensure_object(Context)
+        obj.verbose += value
+        _configure_logging(obj.verbose)
+
+
+# The group's --config and -v, accepted after the command name too (`banfeed list --config x`):
+# every command and subgroup shows them in its --help. They set the shared Context, so they
+# are not passed to the command functions.
+_LATE_OPTIONS: tuple[click.Option, ...] = (
+    click.Option(
+        ["--config", "late_config"],
+        metavar="PATH",
+        expose_value=False,
+        callback=_late_config,
+        help=CONFIG_HELP,
+    ),
+    click.Option(
+        ["-v", "--verbose", "late_verbose"],
+        count=True,
+        expose_value=False,
+        callback=_late_verbose,
+        help=VERBOSE_HELP,
+    ),
 )
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+
+
+def _with_late_options(command: click.Command, ctx: click.Context) -> list[click.Parameter]:
+    params = [*command.params, *_LATE_OPTIONS]
+    help_option = command.get_help_option(ctx)
+    return [*params, help_option] if help_option is not None else params
+
+
+class _Command(click.Command):
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return _with_late_options(self, ctx)
+
+
+class _Group(click.Group):
+    command_class = _Command
+    group_class = type  # subgroups of a subgroup: this class again
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return _with_late_options(self, ctx)
+
+
+class _Root(click.Group):
+    command_class = _Command
+    group_class = _Group
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_option", metavar="PATH", help=CONFIG_HELP)
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
 @click.version_option(__version__, prog_name="banfeed")
 @click.pass_context
 def main(ctx: click.Context, config_option: str | None, verbose: int) -> None:
-    """Collect FortiGate quarantined IPs into a durable store and publish safe threat feeds."""
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
-    ctx.obj = Context(config_option)
+    """Collect FortiGate quarantined IPs into a durable store and publish safe threat feeds.
+
+    --config and -v may also follow the command name."""
+    _configure_logging(verbose)
+    ctx.obj = Context(config_option, verbose)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -11,12 +13,17 @@ if TYPE_CHECKING:
 from .base import EXIT_FAILED, Context, err, fail, handle_errors, main, pass_ctx
 
 
-def _daemon(config: Config, *, collect: bool) -> None:
-    # A daemon logs one line per cycle: INFO at least, more with -v.
+def _daemon(config: Config, path: Path, *, collect: bool) -> None:
+    from .. import logsetup
     from ..daemon import Daemon
 
-    logging.getLogger("banfeed").setLevel(min(logging.INFO, logging.getLogger().level))
-    daemon = Daemon(config, collect=collect)
+    # A SIGHUP before the event loop handles it would kill the process: ignore it until then.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # [log] sets the level; -v / -vv (the root level the group set) can only ask for more.
+    asked = logging.getLogger().level
+    log = config.log
+    logsetup.configure(log.level, log.format, floor=asked if asked < logging.WARNING else None)
+    daemon = Daemon(config, collect=collect, config_file=path.resolve())
     daemon.bind()
     err.print(f"banfeed {'run' if collect else 'serve'}: serving {daemon.url}/feeds/")
     asyncio.run(daemon.run())
@@ -29,7 +36,7 @@ def _daemon(config: Config, *, collect: bool) -> None:
 @handle_errors
 def run(ctx: Context) -> None:
     """Collect every [collect] interval and serve the feeds, in one process (the daemon)."""
-    _daemon(ctx.config, collect=True)
+    _daemon(ctx.config, ctx.path, collect=True)
 
 
 @main.command()
@@ -37,4 +44,4 @@ def run(ctx: Context) -> None:
 @handle_errors
 def serve(ctx: Context) -> None:
     """Serve the feeds without collecting (a replica, or beside a cron `collect`)."""
-    _daemon(ctx.config, collect=False)
+    _daemon(ctx.config, ctx.path, collect=False)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
-from ..timeutil import iso
+from ._json import FORMAT, cycle_record, emit, probe_record
 from .base import EXIT_FAILED, Context, bad, err, handle_errors, main, ok, out, pass_ctx, warn
 
 RETRY_NOW = click.option(
@@ -18,22 +19,36 @@ RETRY_NOW = click.option(
 )
 
 
+def _result(record: dict[str, Any], fine: str = "ok") -> Text:
+    error = record["error"]
+    if isinstance(error, dict):
+        return bad(error["kind"], error["detail"])
+    return ok(fine)
+
+
 @main.command()
 @RETRY_NOW
+@FORMAT
 @pass_ctx
 @handle_errors
-def check(ctx: Context, retry_now: bool) -> None:
+def check(ctx: Context, retry_now: bool, fmt: str) -> None:
     """Validate the config, the store and every FortiGate (reachable? token? entries?)."""
     from .. import checks
 
     config = ctx.config
-    out.print(
-        f"config {ctx.path}: valid ({len(config.fortigates)} FortiGates, {len(config.feeds)} feeds)"
-    )
-    for warning in checks.warnings(config):
-        warn(warning)
+    as_json = fmt == "json"
+    warnings = checks.warnings(config)
+    if not as_json:
+        out.print(
+            f"config {ctx.path}: valid ({len(config.fortigates)} FortiGates, "
+            f"{len(config.feeds)} feeds)"
+        )
+        for warning in warnings:
+            warn(warning)
     with ctx.runtime() as rt:
-        out.print(f"store {rt.store.display_url}: schema {rt.store.current_revision()} ok")
+        schema = rt.store.current_revision()
+        if not as_json:
+            out.print(f"store {rt.store.display_url}: schema {schema} ok")
         with rt.store.read() as tx:
             statuses = tx.device_statuses()
         # A probe is a real poll that is not stored: the collector's own polling code. It
@@ -42,29 +57,51 @@ def check(ctx: Context, retry_now: bool) -> None:
         collector = rt.collector()
         collector.retry_now = retry_now
         results = asyncio.run(collector.poll(statuses, rt.now()))
-    table = Table("device", "vdom", "result", "entries", "rejected", "ms", "last success")
-    for r in results:
-        last = statuses.get((r.device, r.vdom))
-        outcome = ok() if r.error is None else bad(r.error.kind, r.error.detail)
-        counts = Counter(v.vdom for v in r.lists for _ in v.offenses)
-        entries = ", ".join(f"{v}={n}" for v, n in sorted(counts.items())) or "0"
-        table.add_row(
-            r.device,
-            r.vdom,
-            outcome,
-            entries,
-            str(r.rejected),
-            f"{r.duration * 1000:.0f}",
-            iso(last.last_success) if last and last.last_success else "never",
+        store_url = rt.store.display_url
+    rows = [probe_record(r, statuses.get((r.device, r.vdom))) for r in results]
+    if as_json:
+        for warning in warnings:  # in the document too; on stderr for whoever watches
+            err.print(f"warning: {warning}")
+        if not rows:
+            err.print("warning: no [[fortigates]] configured — nothing to collect")
+        emit(
+            {
+                "ok": all(r["ok"] for r in rows),
+                "config": {
+                    "path": str(ctx.path),
+                    "fortigates": len(config.fortigates),
+                    "feeds": len(config.feeds),
+                },
+                "warnings": warnings,
+                "store": {"url": store_url, "schema": schema},
+                "devices": rows,
+            }
         )
-        if last is not None and last.backoff_until and r.error is None:
-            warn(f"{r.device}/{r.vdom}: back-off until {iso(last.backoff_until)} is lifted")
-    if results:
+    else:
+        _check_table(rows)
+    if any(not r["ok"] for r in rows):
+        raise SystemExit(EXIT_FAILED)
+
+
+def _check_table(rows: list[dict[str, Any]]) -> None:
+    table = Table("device", "vdom", "result", "entries", "rejected", "ms", "last success")
+    for row in rows:
+        entries = ", ".join(f"{v}={n}" for v, n in row["entries_by_vdom"].items()) or "0"
+        table.add_row(
+            row["device"],
+            row["vdom"],
+            _result(row),
+            entries,
+            str(row["rejected"]),
+            str(row["duration_ms"]),
+            row["last_success"] or "never",
+        )
+        if row["backoff_lifted"]:
+            warn(f"{row['device']}/{row['vdom']}: back-off until {row['backoff_lifted']} is lifted")
+    if rows:
         out.print(table)
     else:
         warn("no [[fortigates]] configured — nothing to collect")
-    if any(r.error for r in results):
-        raise SystemExit(EXIT_FAILED)
 
 
 # -- collection ------------------------------------------------------------------------------
@@ -73,9 +110,10 @@ def check(ctx: Context, retry_now: bool) -> None:
 @main.command()
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless something failed.")
 @RETRY_NOW
+@FORMAT
 @pass_ctx
 @handle_errors
-def collect(ctx: Context, quiet: bool, retry_now: bool) -> None:
+def collect(ctx: Context, quiet: bool, retry_now: bool, fmt: str) -> None:
     """Run one collection cycle (what cron runs) and publish the feeds. Exit 1 if any device
     failed or a feed is held."""
     from .. import cycles
@@ -83,32 +121,43 @@ def collect(ctx: Context, quiet: bool, retry_now: bool) -> None:
 
     with ctx.runtime() as rt:
         report, published, pushes = asyncio.run(cycles.collect_once(rt, retry_now=retry_now))
+    record = cycle_record(report, published, pushes)
     held = [r for r in published if r.outcome is Outcome.HELD]
-    if not quiet or report.failed:
-        table = Table("device", "vdom", "result", "entries", "rejected", "ms")
-        for r in report.results:
-            if r.error is not None:
-                result = bad(r.error.kind, r.error.detail)
-            else:
-                result = ok("ok (unchanged)" if r.unchanged else "ok")
-            entries = "-" if r.unchanged or r.error else str(r.entries)
-            table.add_row(
-                r.device, r.vdom, result, entries, str(r.rejected), f"{r.duration * 1000:.0f}"
-            )
-        out.print(table)
-        out.print(
-            f"{len(report.results) - len(report.failed)}/{len(report.results)} polls ok; "
-            f"{report.new_offenses} new offenses, {report.new_offenders} new offenders, "
-            f"{report.updated_offenders} updated, {report.suppressed} suppressed, "
-            f"{report.rejected} invalid entries rejected; {report.duration:.2f}s"
-        )
-        for p in pushes:
-            outcome = f"{p.count} sent" + (f", {p.skipped} skipped" if p.skipped else "")
-            if p.error is not None:
-                outcome = f"failed: {p.error.kind}: {p.error.detail}"
-            out.print(f"push {p.action} → {p.device}: {outcome}")
+    if fmt == "json":
+        if not quiet or not record["ok"]:
+            emit(record)
+    elif not quiet or report.failed:
+        _collect_table(record)
     for h in held:
         reason = h.decision.reason if h.decision else "held"
         err.print(f"feed {h.feed} HELD: {reason}")
     if report.failed or held:
         raise SystemExit(EXIT_FAILED)
+
+
+def _collect_table(record: dict[str, Any]) -> None:
+    table = Table("device", "vdom", "result", "entries", "rejected", "ms")
+    for row in record["polls"]:
+        result = _result(row, "ok (unchanged)" if row["unchanged"] else "ok")
+        entries = "-" if row["entries"] is None else str(row["entries"])
+        table.add_row(
+            row["device"],
+            row["vdom"],
+            result,
+            entries,
+            str(row["rejected"]),
+            str(row["duration_ms"]),
+        )
+    out.print(table)
+    s = record["summary"]
+    out.print(
+        f"{s['polls_ok']}/{s['polls']} polls ok; "
+        f"{s['new_offenses']} new offenses, {s['new_offenders']} new offenders, "
+        f"{s['updated_offenders']} updated, {s['suppressed']} suppressed, "
+        f"{s['rejected']} invalid entries rejected; {record['duration_s']:.2f}s"
+    )
+    for p in record["pushes"]:
+        outcome = f"{p['count']} sent" + (f", {p['skipped']} skipped" if p["skipped"] else "")
+        if p["error"] is not None:
+            outcome = f"failed: {p['error']['kind']}: {p['error']['detail']}"
+        out.print(f"push {p['action']} → {p['device']}: {outcome}")

@@ -1,5 +1,5 @@
-"""Commands of the feeds: feeds, approve, history, diff, rollback, release, export, verify,
-fortigate-config."""
+"""Commands of the feeds: feeds, approve, history, diff, rollback, release, export, verify
+(fortigate-config is in ``setup``)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
-from ..timeutil import iso
+from ..errors import InputError
+from ..timeutil import iso, parse_duration
+from ._json import FORMAT, emit
 from .base import (
     EXIT_FAILED,
     FEED_FORMATS,
@@ -28,6 +31,9 @@ from .base import (
     out,
     pass_ctx,
 )
+
+if TYPE_CHECKING:
+    from .. import checks
 
 
 @main.group(invoke_without_command=True)
@@ -213,7 +219,7 @@ def feeds_release(ctx: Context, name: str) -> None:
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="File to write atomically (default: standard output).",
+    help='File to write atomically (default, or "-": standard output).',
 )
 @click.option("--format", "fmt", type=click.Choice(FEED_FORMATS), default="txt", show_default=True)
 @pass_ctx
@@ -227,6 +233,8 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
     from ..publish import Outcome, served
     from ..publish.render import rendered_pieces, write_atomically
 
+    if output is not None and str(output) == "-":
+        output = None  # the usual spelling of standard output, never a file named "-"
     config = ctx.config
     feed = config.feed(feed_name) if feed_name else config.feeds[0]
     with ctx.runtime() as rt:
@@ -276,77 +284,70 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
 @click.option(
     "--resource", default=None, help='Its name on the FortiGates (default: "banfeed-<feed>").'
 )
+@click.option(
+    "--grace",
+    default="10m",
+    show_default=True,
+    help="How long a device may hold the previous version before it counts as stale.",
+)
+@FORMAT
 @pass_ctx
 @handle_errors
-def verify(ctx: Context, feed_name: str | None, resource: str | None) -> None:
+def verify(ctx: Context, feed_name: str | None, resource: str | None, grace: str, fmt: str) -> None:
     """Ask each FortiGate what it loaded from a feed, and compare with what is served."""
-    from .. import compose, push
-    from ..publish import served
+    from .. import checks, compose
 
     config = ctx.config
     feed = config.feed(feed_name) if feed_name else config.feeds[0]
     name = resource or f"banfeed-{feed.name}"[:35]
-    with ctx.runtime() as rt, rt.store.read() as tx:
-        shown = served(tx, feed.name)
-    count = shown.version.entries if shown else 0
-    results = asyncio.run(push.verify(compose.targets(config), name))
-    table = Table("device", "valid", "invalid", "overflow", "last HTTP", "content time", "verdict")
-    failed = False
-    for device, status in results:
-        if isinstance(status, Exception):
-            failed = True
-            table.add_row(device, "-", "-", "-", "-", "-", bad(status.kind, status.detail))
-            continue
-        if status.overflow:
-            verdict = bad("overflow", "the device dropped entries over its limit")
-        elif status.invalid:
-            verdict = bad("invalid", f"{status.invalid} lines refused")
-        elif status.valid != count:
-            verdict = bad("differs", f"{status.valid} loaded, {count} served now")
-        else:
-            verdict = ok("in sync")
-        failed = failed or status.overflow or bool(status.invalid) or status.valid != count
-        table.add_row(
-            device,
-            str(status.valid),
-            str(status.invalid),
-            "yes" if status.overflow else "no",
-            str(status.http_status or "-"),
-            iso(status.content_time) or "-",
-            verdict,
+    try:
+        grace_s = parse_duration(grace, allow_forever=False) or 0  # never None without forever
+    except InputError as exc:
+        raise InputError(f"--grace: {exc}") from None
+    with ctx.runtime() as rt:
+        report = asyncio.run(
+            checks.verify_feed(
+                rt.store, compose.targets(config), feed.name, name, now=rt.now(), grace=grace_s
+            )
         )
-    out.print(f"feed {feed.name} (resource {name}): {count} entries served now")
-    out.print(table)
-    if failed:
+    if fmt == "json":
+        emit(report.record())
+    else:
+        _verify_table(report)
+    if not report.ok:
         raise SystemExit(EXIT_FAILED)
 
 
-@main.command("fortigate-config")
-@click.option("--feed", "feed_name", default=None, help="Feed name (default: the first feed).")
-@click.option("--url", default=None, help="Base URL of banfeed as the FortiGate reaches it.")
-@click.option("--username", default=None, help="Basic auth user (default: the feed's).")
-@click.option(
-    "--refresh",
-    type=click.IntRange(1, 43200),
-    default=5,
-    show_default=True,
-    help="Refresh rate in minutes (FortiOS: 1 to 43200).",
-)
-@pass_ctx
-@handle_errors
-def fortigate_config_cmd(
-    ctx: Context, feed_name: str | None, url: str | None, username: str | None, refresh: int
-) -> None:
-    """Print the FortiOS CLI for an external threat feed and a deny policy using it."""
-    from ..setupkit import fortigate_config
-
-    config = ctx.config
-    feed = config.feed(feed_name) if feed_name else config.feeds[0]
-    scheme = "https" if config.server.cert_file else "http"
-    base = url or config.server.public_url or f"{scheme}://{config.server.listen}"
-    if not (url or config.server.public_url):
-        err.print(
-            f"(using server.listen {config.server.listen}; pass --url with the address the "
-            "FortiGates reach, or set server.public_url)"
+def _verify_table(report: checks.FeedVerification) -> None:
+    served = report.served
+    state = " (held: the last good version)" if report.held else ""
+    state = " (pinned)" if report.pinned else state
+    version = f"version {served.number}, " if served else "nothing published yet, "
+    out.print(
+        f"feed {report.feed} (resource {report.resource}): {version}"
+        f"{report.entries} entries served now{state}"
+    )
+    table = Table("device", "valid", "invalid", "overflow", "last HTTP", "content time", "verdict")
+    for d in report.devices:
+        label = d.verdict.value.replace("_", " ")
+        if d.verdict.value == "in_sync":
+            verdict = ok("in sync")
+        elif d.verdict.value == "behind":
+            verdict = Text.assemble((label, "yellow"), f": {d.detail}")
+        else:
+            kind = d.error.kind if d.verdict.value == "error" and d.error else label
+            verdict = bad(kind, d.detail)
+        s = d.status
+        if s is None:
+            table.add_row(d.device, "-", "-", "-", "-", "-", verdict)
+            continue
+        table.add_row(
+            d.device,
+            str(s.valid),
+            str(s.invalid),
+            "yes" if s.overflow else "no",
+            str(s.http_status or "-"),
+            iso(s.content_time) or "-",
+            verdict,
         )
-    click.echo(fortigate_config(feed.name, base, username or feed.auth.username, refresh))
+    out.print(table)

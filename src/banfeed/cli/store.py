@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import click
 from rich.progress import Progress
 
-from .base import Context, err, handle_errors, main, out, pass_ctx
+from .base import EXIT_FAILED, Context, err, fail, handle_errors, main, out, pass_ctx
 
 
 @main.command()
@@ -23,8 +24,10 @@ def init(ctx: Context, force: bool) -> None:
     if ctx.path.exists() and not force:
         err.print(f"{ctx.path} exists; keeping it (use --force to overwrite)")
     else:
+        _check_writable(ctx.path)
         template = resources.files("banfeed").joinpath("data/banfeed.toml").read_text("utf-8")
-        write_atomically(ctx.path, template.encode("utf-8"))
+        # 0640, like the store: a config may hold tokens and feed passwords (docs/safety.md)
+        write_atomically(ctx.path, template.encode("utf-8"), new_mode=0o640)
         out.print(f"wrote {ctx.path}")
     with ctx.runtime(create_store=True) as rt:
         out.print(f"store ready: {rt.store.display_url} (schema {rt.store.current_revision()})")
@@ -98,6 +101,21 @@ def db_backup(ctx: Context, path: Path) -> None:
     finally:
         store.close()
     out.print(f"backed up {store.display_url} to {path} ({size:,} bytes)")
+
+
+def _check_writable(path: Path) -> None:
+    """Say which folder refuses, and what to do, before anything is written."""
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        fail(
+            f"{path}: folder {folder} does not exist — create it or pass --config PATH", EXIT_FAILED
+        )
+    if not os.access(folder, os.W_OK):
+        fail(
+            f"permission denied: cannot write {path.absolute()} — this user cannot create files "
+            f"in {folder}; run init as a user who can, or pass --config PATH in a folder of yours",
+            EXIT_FAILED,
+        )
 
 
 def _relative_sqlite(url: str) -> str:

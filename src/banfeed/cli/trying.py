@@ -8,12 +8,17 @@ import os
 import secrets
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import InputError
 from ..timeutil import parse_duration
 from .base import err, handle_errors, main
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..simulator import SimFleet
 
 # The simulator's fault modes, listed here so --help shows them without importing it.
 FAULT_MODES = (
@@ -36,6 +41,10 @@ FAULT_MODES = (
     "slow-chunked",
     "nested",
     "bad-time",
+    "503",
+    "echo",
+    "echo-redirect",
+    "gzip-bomb",
 )
 
 
@@ -146,7 +155,12 @@ def demo(listen: str, interval: str, directory: Path | None) -> None:
     folder = directory or Path(tempfile.mkdtemp(prefix="banfeed-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
-    os.environ["BANFEED_DEMO_TOKEN"] = token
+    # In a file of the demo's folder (owner only), so `check`, `collect` and `verify` work
+    # from another shell while the demo runs.
+    token_file = folder / DEMO_TOKEN_FILE
+    token_file.unlink(missing_ok=True)
+    token_file.touch(mode=0o600)
+    token_file.write_text(token + "\n", encoding="utf-8")
     fleet = simulator.SimFleet(seed=int.from_bytes(os.urandom(2), "big"))
     for i in (1, 2, 3):
         device = fleet.add_device(
@@ -161,12 +175,18 @@ def demo(listen: str, interval: str, directory: Path | None) -> None:
         daemon = Daemon(config)
         daemon.bind()
         base = daemon.url
+        refresh = max(1.0, float(parse_duration(interval, allow_forever=False) or 1))
+        pulled = _configure_feeds(fleet, config, base or "", refresh)
         err.print(f"banfeed demo — state in {folder}")
         err.print(f"  simulated FortiGates: {', '.join(sim.urls.values())}")
         for feed in config.feeds:
             err.print(f"  feed {feed.name}: {base}/feeds/{feed.name}.txt (also .csv, .json)")
         err.print(f"  dashboard: {base}/   metrics: {base}/metrics   ready: {base}/readyz")
-        err.print(f"  try: banfeed --config {path} list | show ADDRESS | feeds")
+        err.print(
+            f"  the simulated FortiGates pull {', '.join(pulled)} every {interval}: "
+            "`verify` shows what each loaded"
+        )
+        err.print(f"  try: banfeed --config {path} list | show ADDRESS | feeds | verify")
         err.print("\nFortiOS CLI to pull the feed (use this host's address the FortiGate reaches):")
         err.print(fortigate_config("quarantine", base or "", None, 5))
         err.print("\nCollecting; Ctrl-C to stop.")
@@ -174,10 +194,31 @@ def demo(listen: str, interval: str, directory: Path | None) -> None:
         asyncio.run(daemon.run())
 
 
+DEMO_TOKEN_FILE = "demo.token"
+
+
+def _configure_feeds(fleet: SimFleet, config: Config, base: str, refresh: float) -> list[str]:
+    """Configure every feed on every simulated FortiGate as the external resource
+    `fortigate-config` names (``banfeed-<feed>``), pulled from the demo's server every
+    ``refresh`` seconds; the resource names."""
+    scheme, _, rest = base.partition("://")
+    host, _, port = rest.rpartition(":")
+    # A wildcard listen address is not one a client connects to: use loopback.
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+    names = []
+    for feed in config.feeds:
+        name = f"banfeed-{feed.name}"[:35]
+        url = f"{scheme}://{host}:{port}/feeds/{feed.name}.txt"
+        for device in fleet.devices.values():
+            device.add_feed(name, url=url, refresh_every=refresh, verify=False)
+        names.append(name)
+    return names
+
+
 def _demo_toml(urls: dict[str, str], listen: str, interval: str) -> str:
     devices = "".join(
         f'[[fortigates]]\nname = "{name}"\nurl = "{url}"\n'
-        f'token_env = "BANFEED_DEMO_TOKEN"\nvdoms = ["*"]\ntimeout = "5s"\n\n'
+        f'token_file = "{DEMO_TOKEN_FILE}"\nvdoms = ["*"]\ntimeout = "5s"\n\n'
         for name, url in urls.items()
     )
     return (

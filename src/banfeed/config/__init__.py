@@ -7,13 +7,14 @@ commands that never talk to a FortiGate do not need the tokens.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
 from .fields import (
@@ -31,11 +32,13 @@ from .fields import (
 from .sections import (
     AllowlistConfig,
     CollectConfig,
+    DashboardConfig,
     EscalationConfig,
     FeedAuthConfig,
     FeedConfig,
     FortiGateConfig,
     HistoryConfig,
+    LogConfig,
     PushConfig,
     RetentionConfig,
     SafetyConfig,
@@ -50,6 +53,7 @@ __all__ = [
     "AllowlistConfig",
     "CollectConfig",
     "Config",
+    "DashboardConfig",
     "Duration",
     "EscalationConfig",
     "FeedAuthConfig",
@@ -57,6 +61,7 @@ __all__ = [
     "FiniteDuration",
     "FortiGateConfig",
     "HistoryConfig",
+    "LogConfig",
     "Network",
     "PushConfig",
     "RetentionConfig",
@@ -84,6 +89,8 @@ class Config(_Section):
     escalation: EscalationConfig = EscalationConfig()
     push: PushConfig = PushConfig()
     history: HistoryConfig = HistoryConfig()
+    log: LogConfig = LogConfig()
+    dashboard: DashboardConfig = DashboardConfig()
     # Where relative paths in the file are resolved; set by load(), not a TOML key.
     base_dir: Path = Field(Path("."), exclude=True)
 
@@ -163,6 +170,10 @@ def load(path: Path) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except ValueError as exc:  # an integer over Python's 4,300-digit limit
+        raise ConfigError(f"{path}: not valid TOML: {str(exc)[:100]}") from None
+    except RecursionError:  # tomllib recurses into each nested array or inline table
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     return parse(data, base_dir=path.resolve().parent, origin=str(path))
 
 
@@ -172,23 +183,60 @@ def parse(data: dict[str, Any], *, base_dir: Path, origin: str = "config") -> Co
     try:
         return Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        lines = [_describe(err) for err in exc.errors()]
+        lines = [_describe(err, data) for err in exc.errors()]
         raise ConfigError(f"{origin}: invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
 _VALIDATOR_TAGS = ("function-before[", "function-after[", "function-plain[", "function-wrap[")
 
 
-def _describe(err: Any) -> str:
+def _describe(err: Any, data: dict[str, Any]) -> str:
     loc = err["loc"]
     # pydantic adds a validator's tag ("function-after[…]") to loc: drop those, keep every key.
     parts = [p for p in loc if not (isinstance(p, str) and p.startswith(_VALIDATOR_TAGS))]
     path = ""
     for part in parts:
+        if isinstance(part, str) and not part.isprintable():  # no escapes reach a terminal
+            part = repr(part)[1:-1]
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        message = "unknown key — check its spelling against docs/configuration.md"
+        message = _unknown_key(parts, data)
     elif err["type"] == "missing":
         message = "required key is missing"
     return f"{path or '(top level)'}: {message}"
+
+
+_ITEM_NOUNS = {"fortigates": "device", "feeds": "feed"}
+
+
+def _unknown_key(parts: list[Any], data: dict[str, Any]) -> str:
+    """``unknown key (device "edge-1") — did you mean token_env? …``: the name of the table
+    it is in, and the nearest key that section knows."""
+    model: type[BaseModel] | None = Config
+    node: Any = data
+    named = ""
+    for part in parts[:-1]:
+        node = node[part] if isinstance(node, (dict, list)) else None
+        if isinstance(part, int):
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                noun = _ITEM_NOUNS.get(str(parts[0]), str(parts[0]))
+                named = f' ({noun} "{node["name"]}")'
+            continue
+        field = model.model_fields.get(part) if model else None
+        model = _section_model(field.annotation) if field else None
+    known = [n for n in model.model_fields if n != "base_dir"] if model else []
+    close = difflib.get_close_matches(str(parts[-1]), known, n=1, cutoff=0.6)
+    hint = f" — did you mean {close[0]}?" if close else ""
+    return f"unknown key{named}{hint} (docs/configuration.md lists every key)"
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The model in ``Model``, ``list[Model]`` or ``Model | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section_model(arg)
+        if found is not None:
+            return found
+    return None

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, StrictBool, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from .fields import (
     NAME_PATTERN,
@@ -14,11 +21,13 @@ from .fields import (
     FiniteDuration,
     Network,
     Size,
+    _finite_duration,
     _is_name,
     _Section,
     read_secret,
     split_listen,
 )
+from .limits import DEFAULT_MAX_ENTRIES, MAX_ENTRIES_LIMIT, MaxEntries
 
 
 class StoreConfig(_Section):
@@ -107,12 +116,27 @@ class FortiGateConfig(_Section):
         )
 
 
+def _every(value: object) -> int | None:
+    """A period like "1h", or "off" (also false): None."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None
+    if not isinstance(value, str) or value.strip().lower() == "forever":
+        raise ValueError('write a period like "1h" or "1d", or "off"')
+    return _finite_duration(value)
+
+
+Every = Annotated[int | None, BeforeValidator(_every)]
+
+
 class RetentionConfig(_Section):
     base_ttl: Duration = Field(30 * 86400, description="How long a first offense stays active.")
     factor: float = Field(2.0, ge=1.0, le=100.0, description="TTL multiplier per repeat.")
     max_ttl: Duration = Field(365 * 86400, description="The longest TTL.")
     keep_history: Duration = Field(
         400 * 86400, description="`prune` deletes offenses and events older than this."
+    )
+    prune_every: Every = Field(
+        3600, description='How often `banfeed run` prunes, like `banfeed prune`; "off": never.'
     )
 
     @model_validator(mode="after")
@@ -192,7 +216,12 @@ class FeedConfig(_Section):
     vdoms: list[str] = Field([], description='Only these VDOMs ("dmz" or "edge-1/dmz").')
     min_offenses: int = Field(1, ge=1, description="Only offenders with this many offenses.")
     seen_within: Duration = Field(None, description="Only offenders seen this recently.")
-    max_entries: int = Field(131072, ge=1, le=10_000_000, description="Most lines published.")
+    max_entries: MaxEntries = Field(
+        DEFAULT_MAX_ENTRIES,
+        ge=1,
+        le=MAX_ENTRIES_LIMIT,
+        description='Most lines published: a number or a preset ("fortios-7.4", …).',
+    )
     aggregate: StrictBool = Field(False, description="Merge addresses into CIDR blocks (lossless).")
     auth: FeedAuthConfig = FeedAuthConfig()
     allow_from: list[Network] = Field([], description="Only these consumer networks may fetch.")
@@ -212,6 +241,21 @@ class ServerConfig(_Section):
     cert_file: Path | None = Field(None, description="TLS certificate (PEM) to serve HTTPS.")
     key_file: Path | None = Field(None, description="TLS private key (PEM).")
     public_url: str | None = Field(None, description="URL consumers use, for printed config.")
+    trusted_proxies: list[Network] = Field(
+        [], description="Reverse proxies whose X-Forwarded-For names the client (none trusted)."
+    )
+    max_connections: int | None = Field(
+        None, ge=8, description="Connections served at once (default: from the descriptor limit)."
+    )
+    max_header_size: Size = Field(
+        16 * 1024, description="Largest request line and headers accepted (431 above it)."
+    )
+    header_timeout: FiniteDuration = Field(
+        10, description="Time a client has to send a whole request head (408, or closed)."
+    )
+    send_timeout: FiniteDuration = Field(
+        60, description="Time a client may read nothing of a response before it is dropped."
+    )
 
     @field_validator("listen")
     @classmethod
@@ -225,9 +269,95 @@ class ServerConfig(_Section):
             raise ValueError("set both cert_file and key_file, or neither")
         return self
 
+    @field_validator("max_header_size")
+    @classmethod
+    def _header_size(cls, value: int) -> int:
+        if not 1024 <= value <= 1024**2:
+            raise ValueError('give a size from "1KiB" to "1MiB"')
+        return value
+
+    @field_validator("header_timeout", "send_timeout")
+    @classmethod
+    def _timeouts(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError('at least "1s"')
+        return value
+
 
 class HistoryConfig(_Section):
     versions: int = Field(500, ge=1, description="Published versions kept per feed.")
     bodies: int = Field(
         48, ge=1, description="Newest versions whose bytes are kept (diff, rollback)."
     )
+
+
+def _access_log(value: object) -> bool | Path:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip() not in ("", "."):
+        return Path(value.strip())
+    raise ValueError('write true, false or a file path like "/var/log/banfeed/access.log"')
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe messages `run` and `serve` log (-v, -vv go lower)."
+    )
+    format: Literal["text", "json"] = Field(
+        "text", description='"text" lines, or "json": one object a line for log shippers.'
+    )
+    access_log: Annotated[bool | Path, BeforeValidator(_access_log)] = Field(
+        False, description="Log every HTTP request: true (with the other logs) or a file path."
+    )
+
+
+class DashboardConfig(_Section):
+    enabled: StrictBool = Field(
+        False, description="Serve the dashboard (/dashboard/) and the JSON API (/api/v1/)."
+    )
+    session_secret_env: str | None = Field(
+        None, min_length=1, description="Environment variable with the cookie signing secret."
+    )
+    session_secret_file: Path | None = Field(
+        None, description="File with the cookie signing secret (default: one kept in the store)."
+    )
+    session_ttl: FiniteDuration = Field(
+        8 * 3600, description="How long a login lasts before signing in again."
+    )
+    proxy_header: str | None = Field(
+        None,
+        min_length=1,
+        description="Trust this header's user name (a reverse proxy's login); off by default.",
+    )
+    proxy_from: list[Network] = Field(
+        [], description="Addresses of the reverse proxy whose proxy_header is trusted."
+    )
+
+    @model_validator(mode="after")
+    def _secret_and_proxy(self) -> DashboardConfig:
+        if self.session_secret_env and self.session_secret_file:
+            raise ValueError("set session_secret_env or session_secret_file, not both")
+        if self.session_ttl < 60:
+            raise ValueError("session_ttl: at least 60s")
+        if self.proxy_header and not self.proxy_from:
+            raise ValueError(
+                "proxy_header is trusted only from the proxy: set proxy_from to its address"
+            )
+        if self.proxy_from and not self.proxy_header:
+            raise ValueError("proxy_from is set without proxy_header; set both or neither")
+        if self.proxy_header and not all(c.isalnum() or c == "-" for c in self.proxy_header):
+            raise ValueError('proxy_header: a header name like "X-Remote-User"')
+        return self
+
+    def resolve_secret(self, base_dir: Path) -> SecretStr | None:
+        """The configured signing secret, or None (the store keeps a generated one)."""
+        if not (self.session_secret_env or self.session_secret_file):
+            return None
+        return read_secret(
+            "dashboard.session_secret",
+            None,
+            self.session_secret_env,
+            self.session_secret_file,
+            base_dir,
+            what="a long random secret",
+        )

@@ -2,8 +2,10 @@
 
 ``client`` talks to the device (``DeviceTarget``, ``FortiOSClient``, the TLS contexts, HTTP
 status and transport failures, the total deadline); ``parse`` checks every byte it answers
-(``parse_banned``, ``parse_entry_list``, the window of times a device may send). Failures raise
-a :class:`DeviceError` subclass naming the device and what to do.
+(``parse_banned``, ``parse_entry_list``, the window of times a device may send); ``stream``
+parses a banned list as it reads it, a batch of entries at a time, never as one tree of JSON
+objects; ``scrub`` removes the device's token from everything the device sends before anything
+shows it. Failures raise a :class:`DeviceError` subclass naming the device and what to do.
 """
 
 from .client import (

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import ssl
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +45,10 @@ from .parse import (
     _load,
     _short,
     banned_text,
-    diffed_lists,
-    load_banned,
     parse_entry_list,
 )
+from .scrub import Scrubber, scrub_logs
+from .stream import streamed_lists
 
 BANNED_PATH = "/api/v2/monitor/user/banned"
 ENTRY_LIST_PATH = "/api/v2/monitor/system/external-resource/entry-list"
@@ -138,7 +139,11 @@ class FortiOSClient:
             timeout=self.target.timeout,
             follow_redirects=False,
             trust_env=False,  # no proxy from the environment: devices are reached directly
-            headers={"User-Agent": f"banfeed/{__version__}", "Accept": "application/json"},
+            headers={
+                "User-Agent": f"banfeed/{__version__}",
+                "Accept": "application/json",
+                "Accept-Encoding": "gzip, deflate",  # what _read_limited decompresses
+            },
         )
         return self
 
@@ -162,12 +167,11 @@ class FortiOSClient:
         fingerprint = hashlib.sha256(body).hexdigest()
         if fingerprint == known_fingerprint:
             return BannedAnswer([], fingerprint, unchanged=True)
-        # A large answer is held in one form at a time: bytes, text, JSON (see banned_text).
+        # A large answer is held as bytes, then as text, while its entries become offenses a
+        # batch at a time: never as one tree of JSON objects (see stream).
         text = banned_text(self.target.name, body)
         del body
-        document = load_banned(self.target.name, text)
-        del text
-        lists, keys = diffed_lists(self.target.name, vdom, document, now=now, known=known_keys)
+        lists, keys = streamed_lists(self.target.name, vdom, text, now=now, known=known_keys)
         return BannedAnswer(lists, fingerprint, unchanged=False, keys=keys)
 
     async def add_users(self, addresses: Sequence[str], expiry: int, vdom: str = "root") -> None:
@@ -198,25 +202,33 @@ class FortiOSClient:
             detail = _short(document) if isinstance(document, dict) else _kind(document)
             raise DeviceBadResponse(self.target.name, f"{path}: not a success ({detail})")
 
-    async def _get(self, path: str, params: dict[str, str]) -> bytes:
+    async def _get(self, path: str, params: dict[str, str]) -> bytearray:
         return await self._request("GET", path, params, None)
 
     async def _request(
         self, method: str, path: str, params: dict[str, str], content: bytes | None
-    ) -> bytes:
+    ) -> bytearray:
         name = self.target.name
         if self.target.token is None:
             raise DeviceConfigError(name, self.target.token_problem or "no token configured")
         assert self._client is not None, "use FortiOSClient as an async context manager"
-        headers = {"Authorization": f"Bearer {self.target.token.get_secret_value()}"}
+        token = self.target.token.get_secret_value()
+        headers = {"Authorization": f"Bearer {token}"}
         if content is not None:
             headers["Content-Type"] = "application/json"
+        scrub = scrub_logs(token)
         try:
             # httpx's timeout bounds each read, not the request: a device that sends a byte a
             # second (headers or body) or an endless chunked body would hold the whole cycle.
             # One deadline covers connect, headers and body; httpx's own stays for the rest.
             async with asyncio.timeout(self.target.timeout):
-                return await self._exchange(method, path, params, headers, content)
+                # A device or a proxy in front of it may echo the request, Authorization
+                # header included: every byte it sends is scrubbed of the token before any of
+                # it can reach a message, a log line or the store.
+                body = await self._exchange(method, path, params, headers, content, scrub)
+                return scrub.body(body)
+        except DeviceError as exc:
+            raise scrub.error(exc) from None
         except (TimeoutError, httpx.TimeoutException):
             raise DeviceTimeout(
                 name,
@@ -224,7 +236,7 @@ class FortiOSClient:
                 "body) — is the device overloaded?",
             ) from None
         except httpx.TransportError as exc:
-            raise _transport_error(name, self.target.url, exc) from None
+            raise scrub.error(_transport_error(name, self.target.url, exc)) from None
 
     async def _exchange(
         self,
@@ -233,29 +245,56 @@ class FortiOSClient:
         params: dict[str, str],
         headers: dict[str, str],
         content: bytes | None,
-    ) -> bytes:
+        scrub: Scrubber,
+    ) -> bytearray:
         assert self._client is not None
         async with self._client.stream(
             method, path, params=params, headers=headers, content=content
         ) as resp:
             if resp.status_code != 200:
-                await resp.aread() if _small(resp) else None
-                raise _status_error(self.target.name, resp)
+                if _small(resp):  # read (not decompressed) so the connection can be reused
+                    async for _chunk in resp.aiter_raw():
+                        pass
+                raise _status_error(self.target.name, resp, scrub)
             return await self._read_limited(resp)
 
-    async def _read_limited(self, resp: httpx.Response) -> bytes:
-        limit = self.target.max_response
+    async def _read_limited(self, resp: httpx.Response) -> bytearray:
+        """The body, decompressed, refused as soon as it is larger than ``max_response``: read
+        into one buffer (no list of chunks joined into a second copy), and decompressed by
+        at most what the limit leaves, so a gzip bomb never inflates past it."""
+        name, limit = self.target.name, self.target.max_response
         declared = resp.headers.get("content-length")
         if declared is not None and _digits(declared) and int(declared) > limit:
-            raise DeviceBadResponse(self.target.name, _too_large(int(declared), limit))
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise DeviceBadResponse(self.target.name, _too_large(size, limit))
-            chunks.append(chunk)
-        return b"".join(chunks)
+            raise DeviceBadResponse(name, _too_large(int(declared), limit))
+        inflate = _decompressor(name, resp.headers.get("content-encoding", ""))
+        body = bytearray()
+        async for chunk in resp.aiter_raw():
+            data = chunk if inflate is None else inflate.decompress(chunk, limit + 1 - len(body))
+            while True:
+                body += data
+                if len(body) > limit:
+                    raise DeviceBadResponse(name, _too_large(len(body), limit))
+                if inflate is None or not inflate.unconsumed_tail:
+                    break
+                data = inflate.decompress(inflate.unconsumed_tail, limit + 1 - len(body))
+        if inflate is not None:
+            if not inflate.eof:
+                raise DeviceBadResponse(name, "compressed answer cut short — check the device")
+            body += inflate.flush()
+        return body
+
+
+def _decompressor(name: str, encoding: str) -> zlib._Decompress | None:
+    """A decompressor for the answer's Content-Encoding: gzip and deflate (all banfeed asks
+    for), None for an uncompressed answer."""
+    coding = encoding.strip().lower()
+    if coding in ("", "identity"):
+        return None
+    if coding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if coding == "deflate":  # zlib-wrapped, as RFC 9110 says (a raw stream is refused)
+        return zlib.decompressobj(zlib.MAX_WBITS)
+    raise DeviceBadResponse(name, f"unsupported Content-Encoding {coding[:40]!r}")
 
 
 def _small(resp: httpx.Response) -> bool:
@@ -272,7 +311,7 @@ def _too_large(size: int, limit: int) -> str:
     return f"answer larger than max_response ({size:,} > {limit:,} bytes) — raise max_response"
 
 
-def _status_error(name: str, resp: httpx.Response) -> DeviceHTTPError:
+def _status_error(name: str, resp: httpx.Response, scrub: Scrubber) -> DeviceHTTPError:
     status = resp.status_code
     retry_after: float | None = None
     value = resp.headers.get("retry-after", "")
@@ -284,7 +323,7 @@ def _status_error(name: str, resp: httpx.Response) -> DeviceHTTPError:
     if 500 <= status < 600:
         return DeviceServerError(name, f"device error ({status}) — retried next cycle", status)
     if 300 <= status < 400:
-        target = resp.headers.get("location", "?")
+        target = scrub.text(resp.headers.get("location", "?"))  # before it is cut
         return DeviceHTTPError(
             name,
             f"redirected ({status}) to {target[:100]} — use the admin URL it points to",

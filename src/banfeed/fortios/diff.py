@@ -9,11 +9,14 @@ offenses. A changed answer then costs what changed, not its size.
 
 Why skipping is safe: acceptance only depends on those values and on banfeed's clock, and a
 time accepted once stays accepted as the clock moves on (the checks reject times too far
-*ahead*). Keys are Python's ``hash`` of a tuple holding the entry's strings, which is keyed
-per process (SipHash with a random key), so a device cannot choose entries whose keys collide
-with others; by chance, two different entries among the few thousand of one answer share a key
-with odds of about one in 10^12. Values are compared as Python compares them (``1 == 1.0``):
-an entry re-sent with a time written as a float counts as the one already stored.
+*ahead*). Keys are Python's ``hash`` of a tuple of those values. A string's hash is keyed per
+process (SipHash with a random key), so a device cannot choose addresses or causes whose keys
+collide; by chance, two different entries among the few thousand of one answer share a key
+with odds of about one in 10^12. Numbers hash by value modulo 2^61 − 1 and equal numbers hash
+alike (``1 == 1.0``), so an entry can share a remembered entry's key only by a time that is
+equal in value or 2^61 − 1 away, far outside the window any accepted time lies in: such an
+entry is counted as unchanged instead of rejected. Either way nothing new is stored from it
+(tests/test_fuzz_parser.py pins that).
 """
 
 from __future__ import annotations

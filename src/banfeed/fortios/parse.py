@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ from ..timeutil import iso
 from .diff import Keys, entry_keys, remembered, seen_in
 
 MAX_SOURCE_TEXT = 64
+# Past this many invalid entries in one list, and once they outnumber the valid ones, the
+# answer is refused (checked as entries are read): an entry as short as `1,` would otherwise
+# cost a 150-byte Rejected record (a 256 MiB answer of them: 128 million, tens of GB).
+MAX_REJECTED = 10_000
+_LEADING_SPACE = re.compile(rb"[ \t\n\r]*")  # matched, not stripped: stripping copies the body
 
 # The window of times a device may send (epoch seconds, checked per entry against banfeed's
 # clock). A time outside it is a wrong device clock or garbage, and stored it would do harm:
@@ -102,14 +108,16 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def banned_text(device: str, body: bytes) -> str:
+def banned_text(device: str, body: bytes | bytearray) -> str:
     """The text of a ``user/banned`` answer, decoded exactly as ``json.loads`` decodes bytes.
 
     The client holds a large answer in one form at a time (78 MB of bytes at a million
     entries, the same again as text, then its JSON objects): it decodes, drops the bytes,
     loads, drops the text, then builds the offenses (:func:`banned_lists`).
     """
-    if body.lstrip()[:1] == b"<":
+    match = _LEADING_SPACE.match(body)
+    first = match.end() if match else 0
+    if body[first : first + 1] == b"<":
         raise DeviceBadResponse(
             device, "answered an HTML page instead of JSON — check the URL and port"
         )
@@ -120,7 +128,7 @@ def banned_text(device: str, body: bytes) -> str:
     raise DeviceBadResponse(device, f"answer is {reason}")
 
 
-def _load(device: str, body: bytes | str, what: str) -> Any:
+def _load(device: str, body: bytes | bytearray | str, what: str) -> Any:
     """``json.loads`` of bytes a device sent: the document, or a :class:`DeviceBadResponse`.
 
     Hostile bytes make json.loads raise more than ValueError, and any of them escaping here
@@ -146,10 +154,21 @@ def _parse_object(
 ) -> VdomList:
     if not isinstance(obj, dict):
         raise DeviceBadResponse(device, f"wrong JSON shape: expected an object, got {_kind(obj)}")
+    results = obj.get("results")
+    vdom = checked_vdom(device, requested, obj, results)
+    assert isinstance(results, list)
+    batch = EntryBatch(device, vdom, now, known)
+    batch.parse(results, 0)
+    keys.append(batch.keys())
+    return batch.result()
+
+
+def checked_vdom(device: str, requested: str, obj: dict[str, Any], results: Any) -> str:
+    """The VDOM of one response object, once it is known to be a list of entries: an error
+    object, ``results`` that are no list or a bad ``vdom`` raise (in that order)."""
     if obj.get("status") == "error":
         status = obj.get("http_status")
         raise DeviceHTTPError(device, f"the device reported an error: {_short(obj)}", _int(status))
-    results = obj.get("results")
     if not isinstance(results, list):
         raise DeviceBadResponse(
             device, f"wrong JSON shape: 'results' should be a list, got {_kind(results)}"
@@ -157,26 +176,57 @@ def _parse_object(
     vdom = obj.get("vdom", requested)
     if not isinstance(vdom, str) or not vdom or len(vdom) > 64 or not vdom.isprintable():
         raise DeviceBadResponse(device, f"wrong JSON shape: bad 'vdom' {_cut(vdom)!r}")
-    offenses: list[Offense] = []
-    rejected: list[Rejected] = []
-    sources: dict[str, str] = {}  # a list repeats a handful of causes: check each once
-    entry_key = entry_keys(vdom, results)
-    accepted = seen_in(entry_key, known)  # unchanged entries, then every accepted one
-    unchanged = int(accepted.sum())
-    for index, entry in enumerate(results):
-        # Each entry's dict is let go once it is an Offense: a million-entry answer is never
-        # held as JSON objects and offenses at once.
-        results[index] = None
-        if unchanged and accepted[index]:
-            continue
-        try:
-            offenses.append(_parse_entry(device, vdom, entry, sources, now))
-        except InputError as exc:
-            rejected.append(Rejected(device, vdom, index, str(exc)))
-        else:
-            accepted[index] = True
-    keys.append(entry_key[accepted])
-    return VdomList(vdom, offenses, rejected, unchanged)
+    return vdom
+
+
+class EntryBatch:
+    """The entries of one VDOM's list, parsed a batch at a time (the whole list at once, or
+    slices of it as :mod:`.stream` reads them): offenses, rejections, accepted keys."""
+
+    def __init__(self, device: str, vdom: str, now: int, known: Keys | None) -> None:
+        self.device, self.vdom, self.now, self.known = device, vdom, now, known
+        self.offenses: list[Offense] = []
+        self.rejected: list[Rejected] = []
+        self.sources: dict[str, str] = {}  # a list repeats a handful of causes: check each once
+        self.unchanged = 0
+        self._keys: list[Keys] = []
+
+    def parse(self, results: list[Any], offset: int) -> None:
+        """Parse ``results``, the entries numbered from ``offset``; empties the list."""
+        device, vdom = self.device, self.vdom
+        entry_key = entry_keys(vdom, results)
+        accepted = seen_in(entry_key, self.known)  # unchanged entries, then every accepted one
+        unchanged = int(accepted.sum())
+        self.unchanged += unchanged
+        todo = (~accepted).nonzero()[0].tolist() if unchanged else range(len(results))
+        for index in todo:
+            entry = results[index]
+            # Each entry's dict is let go once it is an Offense: a million-entry answer is
+            # never held as JSON objects and offenses at once.
+            results[index] = None
+            try:
+                self.offenses.append(_parse_entry(device, vdom, entry, self.sources, self.now))
+            except InputError as exc:
+                self.rejected.append(Rejected(device, vdom, offset + index, str(exc)))
+                if len(self.rejected) > max(MAX_REJECTED, len(self.offenses) + self.unchanged):
+                    raise DeviceBadResponse(device, _mostly_invalid(self.rejected)) from None
+            else:
+                accepted[index] = True
+        results.clear()  # the unchanged entries' dicts too
+        self._keys.append(entry_key[accepted])
+
+    def keys(self) -> Keys:
+        return remembered(self._keys)
+
+    def result(self) -> VdomList:
+        return VdomList(self.vdom, self.offenses, self.rejected, self.unchanged)
+
+
+def _mostly_invalid(rejected: list[Rejected]) -> str:
+    return (
+        f"more than {len(rejected) - 1:,} invalid entries, and more than valid ones: not a "
+        f"quarantine list (the first: {rejected[0].reason[:120]}) — check the URL and the device"
+    )
 
 
 def _parse_entry(device: str, vdom: str, entry: Any, sources: dict[str, str], now: int) -> Offense:
@@ -276,10 +326,12 @@ def _kind(value: Any) -> str:
 
 def _short(obj: dict[str, Any]) -> str:
     keys = ("http_status", "error", "cli_error")
-    return ", ".join(f"{k}={_cut(obj[k], 80)}" for k in keys if k in obj) or "no detail"
+    # The device's text escaped (repr without its quotes): a newline or terminal escape in it
+    # must not forge log lines or reach a terminal (tests/test_fuzz_parser.py).
+    return ", ".join(f"{k}={repr(_cut(obj[k], 80))[1:-1]}" for k in keys if k in obj) or "no detail"
 
 
-def parse_entry_list(device: str, feed: str, body: bytes) -> FeedStatus:
+def parse_entry_list(device: str, feed: str, body: bytes | bytearray) -> FeedStatus:
     """Validate an ``external-resource/entry-list`` answer into counts (all optional but typed)."""
     document = _load(device, body, "entry-list answer")
     results = document.get("results") if isinstance(document, dict) else None

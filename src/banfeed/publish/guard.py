@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from ..models import Ban, Event, Offender, OffenderStatus
@@ -45,6 +46,18 @@ class LossFacts:
     bans: dict[str, Ban] = field(default_factory=dict)  # ban rows by network text, expired too
     unbans: list[Event] = field(default_factory=list)  # unbanned events since the old version
 
+    @cached_property
+    def unban_targets(self) -> tuple[frozenset[tuple[int, int, int]], dict[int, list[int]]]:
+        """The networks ``unbans`` name as ``(version, prefix length, high bits)``, and their
+        prefix lengths per family, ascending."""
+        networks = [ip_network(e.ip, strict=False) for e in self.unbans if e.ip]
+        targets = frozenset(
+            (n.version, n.prefixlen, int(n.network_address) >> (n.max_prefixlen - n.prefixlen))
+            for n in networks
+        )
+        lengths = {v: sorted({n.prefixlen for n in networks if n.version == v}) for v in (4, 6)}
+        return targets, lengths
+
 
 def classify(line: Line, build: FeedBuild, facts: LossFacts) -> Loss:
     """Why a published line would disappear."""
@@ -53,7 +66,7 @@ def classify(line: Line, build: FeedBuild, facts: LossFacts) -> Loss:
         network: IPNetwork = line
         if build.allowlist.overlapping(network):
             return Loss.ALLOWLISTED
-        if _unbanned(network, facts.unbans):
+        if _unbanned(network, facts):
             return Loss.EXPLAINED
         ban = facts.bans.get(str(network))
         if ban is not None and ban.expires is not None and ban.expires <= now:
@@ -64,7 +77,7 @@ def classify(line: Line, build: FeedBuild, facts: LossFacts) -> Loss:
         return Loss.UNEXPLAINED
     if suppression(line, build.allowlist) is not None:
         return Loss.ALLOWLISTED
-    if _unbanned(ip_network(line), facts.unbans):
+    if _unbanned(line, facts):
         return Loss.EXPLAINED
     ban = facts.bans.get(str(ip_network(line)))
     if ban is not None and ban.expires is not None and ban.expires <= now:
@@ -83,12 +96,19 @@ def _still_publishable(offender: Offender, build: FeedBuild) -> bool:
     return is_active(offender, build.built) and build.spec.excludes(offender, build.built) is None
 
 
-def _unbanned(network: IPNetwork, unbans: list[Event]) -> bool:
-    for event in unbans:
-        if event.ip is None:
-            continue
-        target = ip_network(event.ip, strict=False)
-        if target.version == network.version and network.subnet_of(target):  # type: ignore[arg-type]
+def _unbanned(line: Line, facts: LossFacts) -> bool:
+    """Is the line inside the target of an unban? One set probe per prefix length the targets
+    use, so a loss of 100,000 lines after an unban of as many stays linear."""
+    targets, lengths = facts.unban_targets
+    if isinstance(line, IPv4Network | IPv6Network):
+        version, prefixlen, value = line.version, line.prefixlen, int(line.network_address)
+    else:
+        version, prefixlen, value = line.version, line.max_prefixlen, int(line)
+    bits = 32 if version == 4 else 128
+    for length in lengths[version]:
+        if length > prefixlen:
+            break
+        if (version, length, value >> (bits - length)) in targets:
             return True
     return False
 

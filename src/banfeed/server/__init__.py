@@ -3,5 +3,14 @@
 from .app import ServerState, create_app
 from .auth import FeedAccess
 from .cache import FeedCache
+from .connections import ConnectionLimits, GuardedServer, connection_limits
 
-__all__ = ["FeedAccess", "FeedCache", "ServerState", "create_app"]
+__all__ = [
+    "ConnectionLimits",
+    "FeedAccess",
+    "FeedCache",
+    "GuardedServer",
+    "ServerState",
+    "connection_limits",
+    "create_app",
+]

@@ -9,52 +9,27 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from .. import metrics
-from ..models import Consumer
+from ..net import IPNetwork
 from ..publish.render import FORMATS
 from ..timeutil import Clock, iso
-from .auth import FeedAccess
+from .auth import FeedAccess, real_client
 from .cache import FeedCache, FeedEntry, Rendered
+from .consumers import Fetches
+from .redirects import relative_slash_redirects
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Fetches:
-    """The last fetch of each consumer (feed, address, user agent), flushed to the store."""
-
-    pending: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
-
-    def record(
-        self, feed: str, address: str, agent: str, etag: str | None, status: int, now: int
-    ) -> None:
-        key = (feed, address, agent[:200])
-        row = self.pending.get(key)
-        if row is None:
-            row = self.pending[key] = {
-                "feed": feed,
-                "address": address,
-                "user_agent": agent[:200],
-                "first_fetch": now,
-                "requests": 0,
-            }
-        row.update(last_fetch=now, etag=etag, status=status)
-        row["requests"] += 1
-
-    def take(self) -> list[Consumer]:
-        taken, self.pending = list(self.pending.values()), {}
-        return [Consumer(**row) for row in taken]
 
 
 @dataclass
@@ -65,17 +40,26 @@ class ServerState:
     interval: int  # collection interval, for /readyz
     collecting: bool
     fetches: Fetches = field(default_factory=Fetches)
+    trusted_proxies: tuple[IPNetwork, ...] = ()  # whose X-Forwarded-For names the client
 
 
-def create_app(state: ServerState) -> Starlette:
+def create_app(state: ServerState, extra: Sequence[BaseRoute] = ()) -> Starlette:
+    """The feed server; ``extra``: more routes beside it (the dashboard, ``banfeed.web``)."""
+
     async def feed(request: Request) -> Response:
         name, fmt = request.path_params["name"], request.path_params["fmt"]
         access = state.access.get(name)
         if access is None or fmt not in FORMATS:
             return PlainTextResponse("no such feed\n", status_code=404)
-        host = request.client.host if request.client else ""
+        peer = request.client.host if request.client else ""
+        forwarded = request.headers.getlist("x-forwarded-for")
+        host = real_client(peer, forwarded, state.trusted_proxies)
         status, response = await _feed_response(state, request, name, fmt, access, host)
         metrics.FEED_REQUESTS.labels(name, str(status)).inc()
+        if status in (401, 403):  # refusals are counted, never recorded: they cost no rows
+            reason = "address" if status == 403 else "credentials"
+            metrics.FEED_REFUSALS.labels(name, reason).inc()
+            return response
         etag = response.headers.get("etag")
         agent = request.headers.get("user-agent", "")
         state.fetches.record(name, host, agent, etag, status, int(state.clock()))
@@ -92,7 +76,7 @@ def create_app(state: ServerState) -> Starlette:
             "ready": not problems,
             "problems": problems,
             "collection": collection_problems(state),
-            "publishing": state.cache.publish_error,
+            "publishing": public_text(state, state.cache.publish_error),
         }
         return JSONResponse(body, status_code=503 if problems else 200)
 
@@ -108,8 +92,11 @@ def create_app(state: ServerState) -> Starlette:
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint),
         Route("/", index),
+        *extra,
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    relative_slash_redirects(app.router)
+    return app
 
 
 async def _feed_response(
@@ -129,9 +116,13 @@ async def _feed_response(
         )
     if rendered is None:
         # Never an empty 200: a FortiGate empties its feed on that, and keeps its list on 503.
-        reason = state.cache.last_error or "feed not built yet"
+        # The body is for the consumer: why in its terms, never the store's path or URL (the
+        # operator's log, /readyz and the status page say what failed).
+        reason = "its store cannot be read" if state.cache.last_error else "not published yet"
         return 503, PlainTextResponse(
-            f"feed unavailable: {reason}\n", status_code=503, headers={"Retry-After": "30"}
+            f"feed {name} unavailable: {reason}; keep the last list and retry later\n",
+            status_code=503,
+            headers={"Retry-After": "30"},
         )
     gzip_ok = accepts_gzip(request.headers.get("accept-encoding", ""))
     etag = rendered.etag[:-1] + '-gzip"' if gzip_ok else rendered.etag
@@ -183,9 +174,22 @@ def readiness_problems(state: ServerState) -> list[str]:
     """Why this server cannot serve every feed now (empty: ready)."""
     cache = state.cache
     if not cache.healthy:
-        return [f"store: {cache.last_error or 'not read yet'}"]
+        return [f"store: {public_text(state, cache.last_error) or 'not read yet'}"]
     missing = [name for name in state.access if name not in cache.entries]
     return [f"feed {name}: no version published yet" for name in missing]
+
+
+# URLs and absolute paths in an error's text: the store's location and the host's layout are
+# for the operator's log, not for whoever can reach /readyz or the status page.
+_LOCATIONS = re.compile(r"[a-z][a-z0-9+.-]*://\S+|(?<![\w.])/[^\s'\",;:]+", re.IGNORECASE)
+
+
+def public_text(state: ServerState, text: str | None) -> str | None:
+    """An error's text as unauthenticated clients see it: no store URL, URL or path."""
+    if text is None:
+        return None
+    text = text.replace(f"store {state.cache.store.display_url}: ", "")
+    return _LOCATIONS.sub("…", text)
 
 
 def collection_problems(state: ServerState) -> list[str]:

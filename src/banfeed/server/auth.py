@@ -60,3 +60,29 @@ class FeedAccess:
     def challenge(self, feed: str) -> str:
         realm = f'realm="banfeed feed {feed}"'
         return f'Basic {realm}, charset="UTF-8"' if self.kind == "basic" else f"Bearer {realm}"
+
+
+def real_client(peer: str, forwarded_for: list[str], trusted: tuple[IPNetwork, ...]) -> str:
+    """The address a request is judged on: the connection's peer, unless the peer is one of
+    ``trusted`` (``[server] trusted_proxies``); then the right-most ``X-Forwarded-For`` hop that
+    is not a trusted proxy (each proxy appends the address it received from, so hops left of the
+    first untrusted one are the client's to invent). A hop that is no address is returned as
+    ``"invalid"``, which no ``allow_from`` admits."""
+    if not trusted or not forwarded_for or not _within(peer, trusted):
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _within(hop, trusted):
+            try:
+                return str(parse_address(hop))
+            except InputError:
+                return "invalid"
+    return str(parse_address(hops[0])) if hops else peer
+
+
+def _within(host: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        address = parse_address(host)
+    except InputError:
+        return False
+    return NetworkSet((n, True) for n in networks).match(address) is not None

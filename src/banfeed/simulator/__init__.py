@@ -4,8 +4,9 @@ It shares no code with banfeed's client (tests/test_architecture.py checks): the
 agree only on the HTTP API, as a real FortiGate and banfeed would. ``device`` holds the
 simulated state (quarantine lists; threat feeds in ``feeds``), ``constants`` what the modules
 share, ``app`` the routing, ``answers`` what every endpoint shares, ``faults`` auth and the
-faults that preempt or slow an endpoint, ``banned_endpoints`` and ``feed_endpoints`` the
-endpoints, ``serve`` the servers. See ``device``'s docstring for every endpoint and fault mode.
+faults that preempt or slow an endpoint, ``banned_endpoints``, ``feed_endpoints`` and
+``cmdb_endpoints`` the endpoints, ``serve`` the servers (and the refresher that fetches threat
+feeds on their schedule). See ``device``'s docstring for every endpoint and fault mode.
 """
 
 from .app import SimFleet

@@ -1,6 +1,7 @@
 """The simulated FortiGates' ASGI app: routing by local port, counting, latency, the routes.
 
-Auth and faults are in ``faults``, the endpoints in ``banned_endpoints`` and ``feed_endpoints``.
+Auth and faults are in ``faults``, the endpoints in ``banned_endpoints``, ``feed_endpoints``
+and ``cmdb_endpoints``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from starlette.types import Receive, Scope, Send
 
 from .answers import _NOT_JSON, _error, _Handler, _loads, _sleep
 from .banned_endpoints import _add_users, _banned, _check, _clear_all, _clear_users
-from .constants import _CALLS_KEPT, _FEEDS, _PATH, _RAW_SEND
+from .cmdb_endpoints import _create, _delete, _list, _update
+from .constants import _CALLS_KEPT, _CMDB_FEEDS, _FEEDS, _PATH, _RAW_SEND
 from .device import SimDevice
 from .faults import _refused, _slowly
 from .feed_endpoints import _dynamic, _entry_list, _refresh
@@ -73,6 +75,10 @@ class SimFleet:
             device.populate(vdom, entries, ipv6_ratio=ipv6_ratio)
         self.devices[name] = device
         return device
+
+    def refresh_due(self) -> int:
+        """Fetch the pull feeds whose refresh time has come, on every device; how many."""
+        return sum(len(device.refresh_due()) for device in list(self.devices.values()))
 
     def app(self) -> Starlette:
         """ASGI app for all devices, routed by local port (or, in-process, by host name)."""
@@ -140,4 +146,9 @@ _ROUTES: list[tuple[str, str, _Handler, str]] = [
     (_FEEDS + "/entry-list", "GET", _entry_list, "given"),
     (_FEEDS + "/refresh", "POST", _refresh, "given"),
     (_FEEDS + "/dynamic", "POST", _dynamic, "given"),
+    (_CMDB_FEEDS, "GET", _list, "given"),
+    (_CMDB_FEEDS + "/{name}", "GET", _list, "given"),
+    (_CMDB_FEEDS, "POST", _create, "given"),
+    (_CMDB_FEEDS + "/{name}", "PUT", _update, "given"),
+    (_CMDB_FEEDS + "/{name}", "DELETE", _delete, "given"),
 ]

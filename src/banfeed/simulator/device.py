@@ -7,7 +7,8 @@ to misbehave on demand, so this module serves the documented response shapes (se
 fixtures in the FortiOS notes) from an in-process uvicorn server, one listening socket per
 simulated device, with faults, latency, expiry and churn switchable per device at run time.
 
-Endpoints (all under ``/api/v2/monitor``; Bearer token only, ``?access_token=`` is refused):
+Endpoints (under ``/api/v2/monitor`` unless said; Bearer token only, ``?access_token=`` is
+refused):
 
 - ``GET user/banned[/select]?vdom=V|a,b|*``: the quarantine list (expiry and churn applied).
 - ``POST user/banned/add_users?vdom=V`` ``{"ip_addresses": [...], "expiry": s}`` (0: none).
@@ -19,6 +20,10 @@ Endpoints (all under ``/api/v2/monitor``; Bearer token only, ``?access_token=`` 
 - ``POST system/external-resource/refresh?mkey=F``: fetch a pull feed now
   (``SimDevice.refresh_feed``: loopback URLs only, a real HTTP GET like the FortiGate's curl).
 - ``POST system/external-resource/dynamic`` ``{"commands": [...]}``: push feeds (7.2.1+).
+- ``GET|POST /api/v2/cmdb/system/external-resource``, ``GET|PUT|DELETE …/<name>``: the feeds
+  as ``config system external-resource`` objects (``cmdb_endpoints``). A pull feed configured
+  with ``refresh_every`` (the CMDB's ``refresh-rate`` minutes) is fetched at once, then on that
+  schedule, by a running simulator's refresher thread, as a FortiGate does.
 
 Bad write bodies get 400 ``{"status": "error", "http_status": 400, "error": -1}``; unknown
 vdoms and feeds get 404 with ``"error": -3``.
@@ -26,7 +31,8 @@ vdoms and feeds get 404 with ``"error": -3``.
 Fault modes (``SimDevice.fault``), checked after ``latency`` and before anything else:
 
 - every endpoint: ``401`` (HTML, even with a good token), ``403``/``404``/``424``/``429``
-  (JSON error; 429 with ``Retry-After: 60``), ``500`` (HTML), ``html`` (a 200 login page),
+  (JSON error; 429 with ``Retry-After: 60``), ``500`` (HTML), ``503`` (HTML,
+  ``Retry-After: 30``), ``html`` (a 200 login page),
   ``timeout`` (hang ``timeout_delay`` seconds, then answer), ``reset`` (TCP RST).
 - every endpoint, slowly (one step every ``drip_interval`` seconds, 1 by default: never quiet
   for as long as a sensible read timeout, so only a deadline on the whole request ends them):
@@ -36,6 +42,11 @@ Fault modes (``SimDevice.fault``), checked after ``latency`` and before anything
   ``slow-chunked`` (a 200 chunked body that never ends: the start of a banned list, then one
   small entry a step; nothing is written).
 - every endpoint: ``nested`` (a 200 JSON body of 100,000 nested ``[``; nothing is written).
+- every endpoint: ``echo`` (a 200 FortiOS error object whose ``cli_error`` echoes the request
+  line and headers, ``Authorization`` included, as a helpful proxy might), ``echo-redirect``
+  (a 302 whose ``Location`` carries the same, URL-encoded), ``gzip-bomb`` (a gzip body, about
+  a thousandth of ``huge_bytes``, that inflates to ``huge_bytes`` of spaces); nothing is
+  written.
 - the banned list only: ``truncated`` (half the JSON), ``invalid`` (garbage entries added),
   ``shape`` (``results`` is not a list), ``huge`` (padded to ``huge_bytes``), ``bad-time``
   (entries whose ``created`` is in year 3000, negative, a float or before 2000, or whose

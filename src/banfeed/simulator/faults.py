@@ -1,17 +1,21 @@
 """Fault answers: auth and the faults that preempt an endpoint, and the slow or hostile ones.
 
-``reset`` (a TCP RST), ``drip``, ``drip-headers``, ``slow-chunked``, ``nested`` and
-``bad-time``; the rest of the banned list's body faults are in ``banned_endpoints``.
+``reset`` (a TCP RST), ``drip``, ``drip-headers``, ``slow-chunked``, ``nested``, ``bad-time``,
+``echo`` and ``echo-redirect`` (a device or proxy that echoes the request, token included) and
+``gzip-bomb``; the rest of the banned list's body faults are in ``banned_endpoints``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http
 import socket
 import struct
+import zlib
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
@@ -22,6 +26,7 @@ from .device import SimDevice
 
 _HTML_401 = "<html><head><title>401 Unauthorized</title></head><body>Unauthorized</body></html>"
 _HTML_500 = "<html><head><title>500 Internal Server Error</title></head><body>Error</body></html>"
+_HTML_503 = "<html><head><title>503 Service Unavailable</title></head><body>Busy</body></html>"
 _HTML_LOGIN = "<html><body>Please login</body></html>"
 # TEST-NET-2, like _BAD_CREATED_IP (banned_endpoints): the addresses of the bad-time and
 # slow-chunked entries.
@@ -42,6 +47,8 @@ async def _refused(device: SimDevice, request: Request) -> Response | None:
         return _json({"status": "error", "http_status": status, "error": -status}, status, headers)
     if fault == "500":
         return HTMLResponse(_HTML_500, status_code=500)
+    if fault == "503":  # a device restarting, or a load balancer with no healthy member
+        return HTMLResponse(_HTML_503, status_code=503, headers={"Retry-After": "30"})
     if fault == "html":
         return HTMLResponse(_HTML_LOGIN)
     if fault == "reset":
@@ -57,9 +64,36 @@ async def _refused(device: SimDevice, request: Request) -> Response | None:
     elif fault == "slow-chunked":
         chunks = _endless_list(int(device.clock()), device.drip_interval)
         return StreamingResponse(chunks, media_type="application/json")
+    elif fault in ("echo", "echo-redirect", "gzip-bomb"):
+        return _hostile(device, request)
     elif fault not in _BODY_FAULTS + _SLOW_FAULTS:
         return PlainTextResponse(f"unknown simulator fault {fault!r}", status_code=500)
     return None
+
+
+def _hostile(device: SimDevice, request: Request) -> Response:
+    """What a device, or a proxy in front of it, that should not be trusted answers."""
+    if device.fault == "gzip-bomb":  # a small body that inflates to huge_bytes of JSON spaces
+        headers = {"Content-Encoding": "gzip"}
+        return Response(_bomb(device.huge_bytes), media_type="application/json", headers=headers)
+    # The request as received, headers and all (an error page that "helps" by echoing it).
+    # Authorization first, so it survives any cut a client makes of a long message.
+    first = sorted(request.headers.items(), key=lambda item: item[0] != "authorization")
+    lines = [f"{name}: {value}" for name, value in first]
+    lines.append(f"{request.method} {request.url.path}?{request.url.query}")
+    echoed = " | ".join(lines)
+    if device.fault == "echo-redirect":
+        return Response(status_code=302, headers={"Location": f"/login?request={quote(echoed)}"})
+    return _json({"status": "error", "http_status": 400, "error": -1, "cli_error": echoed})
+
+
+@functools.lru_cache(maxsize=4)
+def _bomb(size: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b" " * 1_048_576
+    parts = [packer.compress(block) for _ in range(size // len(block))]
+    parts += [packer.compress(b" " * (size % len(block))), packer.flush()]
+    return b"".join(parts)
 
 
 def _transport(request: Request) -> asyncio.Transport | None:

@@ -33,6 +33,10 @@ class _Feed:
     last_content_update_time: float | None = None
     conn_attempt_time: float | None = None
     fetches: int = 0
+    refresh_every: float | None = None  # seconds between fetches; None: only refresh_feed()
+    next_refresh: float | None = None  # when the refresher fetches it next
+    refresh_rate: int = 5  # as configured (minutes), shown by the CMDB
+    server_identity_check: str = "none"
 
     def update(self, texts: Iterable[str], command: str, limit: int) -> None:
         """Apply lines or pushed entries; invalid ones are counted, never fatal."""
@@ -116,14 +120,48 @@ class _ThreatFeeds:
         password: str | None = None,
         push: bool = False,
         verify: ssl.SSLContext | bool = True,
+        refresh_every: float | None = None,
     ) -> None:
         """Configure an IP threat feed; an existing one of that name is replaced and empty.
 
         ``push``: ``set update-method push`` (7.2.1+), filled only by the ``dynamic`` endpoint.
         ``verify`` is for HTTPS feeds (a context trusting a test CA, or False).
+        ``refresh_every``: fetch it at once, then every so many seconds, like a FortiGate's
+        ``refresh-rate`` (a running simulator's refresher does it: see ``refresh_due``);
+        None: only when ``refresh_feed`` is called.
         """
+        feed = _Feed(url, username, password, push, verify, refresh_every=refresh_every)
+        if refresh_every is not None and not push:
+            _check_loopback(url)  # refused now, not in the refresher's thread later
+            feed.next_refresh = self.clock()
         with self._lock:
-            self._feeds[name] = _Feed(url, username, password, push, verify)
+            self._feeds[name] = feed
+
+    def remove_feed(self, name: str) -> bool:
+        """Delete a threat feed (``delete`` in ``config system external-resource``)."""
+        with self._lock:
+            return self._feeds.pop(name, None) is not None
+
+    def feed_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._feeds)
+
+    def refresh_due(self) -> list[str]:
+        """Fetch every pull feed whose refresh time has come; the names fetched. A feed deleted
+        or replaced while its fetch runs gets the answer on the object it no longer uses."""
+        now = self.clock()
+        with self._lock:
+            due = [
+                (name, feed)
+                for name, feed in self._feeds.items()
+                if feed.next_refresh is not None and feed.next_refresh <= now
+            ]
+            for _name, feed in due:
+                assert feed.refresh_every is not None  # next_refresh is set only with it
+                feed.next_refresh = now + feed.refresh_every
+        for _name, feed in due:
+            self._refresh(feed)  # push feeds never get a next_refresh; URLs checked at add
+        return [name for name, _feed in due]
 
     def refresh_feed(self, name: str) -> int:
         """Fetch a pull feed now, as the FortiGate does every refresh-rate; returns the status.
@@ -134,12 +172,14 @@ class _ThreatFeeds:
         """
         with self._lock:
             feed = self._feeds[name]
-            url = feed.url
         if feed.push:
             raise ValueError(f"feed {name!r} is a push feed: nothing to fetch")
-        _check_loopback(url)
+        _check_loopback(feed.url)
+        return self._refresh(feed)
+
+    def _refresh(self, feed: _Feed) -> int:
         attempt = self.clock()
-        status, etag, body = _fetch(feed, url)
+        status, etag, body = _fetch(feed, feed.url)
         lines = None if body is None else body.decode("utf-8", "replace").split("\n")
         with self._lock:
             feed.fetches += 1

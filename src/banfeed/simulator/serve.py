@@ -17,6 +17,27 @@ from .app import SimFleet
 
 # -- serving: start() in a thread, serve_forever() in the foreground ------------------------
 
+_REFRESH_TICK = 0.1  # seconds between two looks for threat feeds due for a fetch
+
+
+class _Refresher:
+    """Fetches the threat feeds that are due, in a thread of its own, as each FortiGate does on
+    its ``refresh-rate``: a fetch may take seconds, and must not hold up the API's answers."""
+
+    def __init__(self, fleet: SimFleet) -> None:
+        self._fleet = fleet
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="banfeed-sim-feeds", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(_REFRESH_TICK):
+            self._fleet.refresh_due()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
 
 @dataclass
 class RunningSimulator:
@@ -28,8 +49,12 @@ class RunningSimulator:
     _thread: threading.Thread = field(repr=False)
     _socks: list[socket.socket] = field(repr=False)
     _ports: list[int] = field(repr=False)
+    _refresher: _Refresher | None = field(default=None, repr=False)
 
     def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.stop()
+            self._refresher = None
         self._server.should_exit = True
         if self._thread.ident is not None:
             self._thread.join(timeout=10)
@@ -125,6 +150,7 @@ def start(
             running.stop()
             raise RuntimeError("simulator server failed to start")
         time.sleep(0.005)
+    running._refresher = _Refresher(fleet)
     return running
 
 
@@ -148,9 +174,11 @@ def serve_forever(
     in_main = threading.current_thread() is threading.main_thread()
     signals = (signal.SIGINT, signal.SIGTERM) if in_main else ()
     saved = {sig: signal.signal(sig, _ignore_signal) for sig in signals}
+    refresher = _Refresher(fleet)
     try:
         server.run(sockets=socks)
     finally:
+        refresher.stop()
         for sig, handler in saved.items():
             signal.signal(sig, handler)
         for sock in socks:

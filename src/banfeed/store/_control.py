@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from ipaddress import ip_network
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Row, Text, and_, cast, delete, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Row,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 
-from ..models import AllowEntry, Ban, BanOrigin, DeviceStatus, Event, EventKind
+from ..models import AllowEntry, Ban, BanOrigin, DeviceStatus, Event, EventKind, OffenderStatus
 from ..net import IPNetwork, sort_key
-from ._common import bulk_insert, chunks, update_or_insert
+from ._common import BIG_CHUNK, _json_list, bulk_insert, chunks, update_or_insert
 from .schema import allow_entries as allow_entries_table
-from .schema import bans, device_status, events, meta, pushes
+from .schema import bans, device_status, events, meta, offenders, pushes
 
 
 def _network_values(network: IPNetwork) -> dict[str, Any]:
@@ -65,20 +79,10 @@ class ControlQueries:
         return self.claimed
 
     def insert_events(self, items: Sequence[Event]) -> None:
-        if items:
-            self.conn.execute(
-                events.insert(),
-                [
-                    {
-                        "time": e.time,
-                        "kind": str(e.kind),
-                        "ip": e.ip,
-                        "actor": e.actor,
-                        "detail": e.detail,
-                    }
-                    for e in items
-                ],
-            )
+        """Append events through the driver's executemany (an unban of 100,000 targets writes
+        as many, in a second)."""
+        rows = ((e.time, e.kind.value, e.ip, e.actor, e.detail) for e in items)
+        bulk_insert(self.conn, events, ("time", "kind", "ip", "actor", "detail"), rows)
 
     def events_of(self, ip: str) -> list[Event]:
         query = select(events).where(events.c.ip == ip).order_by(events.c.time, events.c.id)
@@ -190,3 +194,82 @@ class ControlQueries:
             for r in self.conn.execute(select(bans).where(bans.c.network.in_(chunk))):
                 found[r.network] = _ban(r)
         return found
+
+    # -- unban, many at once: set-based, a bounded number of statements per 5,000 targets --
+
+    def unban_offenders(self, ips: Sequence[str], now: int) -> list[str]:
+        """Mark the offenders of ``ips`` (address texts) ``unbanned``; returns those the store
+        holds (already unbanned ones included), in the order given."""
+        found: set[str] = set()
+        exists = select(offenders.c.ip).where(offenders.c.ip.in_(bindparam("ips", expanding=True)))
+        for chunk in chunks(sorted(set(ips)), BIG_CHUNK):
+            found.update(self.conn.execute(exists, {"ips": list(chunk)}).scalars())
+        self._mark_unbanned(sorted(found), now)
+        return [ip for ip in dict.fromkeys(ips) if ip in found]
+
+    def _mark_unbanned(self, ips: Sequence[str], now: int) -> None:
+        if not ips:
+            return
+        statement = (
+            update(offenders)
+            .where(offenders.c.ip.in_(bindparam("ips", expanding=True)))
+            .values(status=OffenderStatus.UNBANNED.value, updated=now, changed=self.bump_version())
+        )
+        for chunk in chunks(list(ips), BIG_CHUNK):
+            self.conn.execute(statement, {"ips": list(chunk)})
+
+    def delete_bans_of(self, targets: Sequence[IPNetwork]) -> dict[str, list[str]]:
+        """Remove the bans equal to or inside each target; returns ``target text -> bans
+        removed``. A host target is an exact match (one ``IN`` list per 5,000); a network target
+        a range of the ban index, a hundred targets a statement."""
+        removed: dict[str, list[str]] = {}
+        hosts = [str(n) for n in targets if n.prefixlen == n.max_prefixlen]
+        by_text = select(bans.c.network).where(bans.c.network.in_(bindparam("n", expanding=True)))
+        for chunk in chunks(sorted(set(hosts)), BIG_CHUNK):
+            for network in self.conn.execute(by_text, {"n": list(chunk)}).scalars():
+                removed[network] = [network]
+        wide = [n for n in dict.fromkeys(targets) if n.prefixlen < n.max_prefixlen]
+        for chunk in chunks(wide, 100):
+            ranges = [
+                and_(
+                    bans.c.sort_key >= sort_key(n.network_address),
+                    bans.c.sort_key <= sort_key(n.broadcast_address),
+                    bans.c.prefixlen >= n.prefixlen,
+                )
+                for n in chunk
+            ]
+            query = select(bans.c.network).where(or_(*ranges)).order_by(bans.c.sort_key)
+            inside = [ip_network(text) for text in self.conn.execute(query).scalars()]
+            for target in chunk:
+                hits = [str(b) for b in inside if _within(b, target)]
+                if hits:
+                    removed[str(target)] = hits
+        gone = sorted({ban for hits in removed.values() for ban in hits})
+        statement = delete(bans).where(bans.c.network.in_(bindparam("n", expanding=True)))
+        for chunk in chunks(gone, BIG_CHUNK):
+            self.conn.execute(statement, {"n": list(chunk)})
+        return removed
+
+    def delete_bans_of_origin(self, origin: BanOrigin) -> list[str]:
+        """Remove every ban of ``origin``; returns them in numeric order."""
+        where = bans.c.provenance == origin.value
+        query = select(bans.c.network).where(where).order_by(bans.c.sort_key, bans.c.prefixlen)
+        gone = list(self.conn.execute(query).scalars())
+        self.conn.execute(delete(bans).where(where))
+        return gone
+
+    def unban_offenders_only_of(self, device: str, now: int) -> tuple[list[str], int]:
+        """Mark ``unbanned`` the listed offenders ``device`` alone reported (an import's); returns
+        them in numeric order, and how many listed offenders it reported with other devices
+        (left as they are: a device reported them too)."""
+        only = offenders.c.devices == _json_list((device,))
+        listed = offenders.c.status == OffenderStatus.LISTED.value
+        query = select(offenders.c.ip).where(only, listed).order_by(offenders.c.sort_key)
+        ips = list(self.conn.execute(query).scalars())
+        self._mark_unbanned(ips, now)
+        shared = (
+            select(func.count())
+            .select_from(offenders)
+            .where(listed, ~only, offenders.c.devices.contains(json.dumps(device), autoescape=True))
+        )
+        return ips, int(self.conn.execute(shared).scalar_one())

@@ -113,9 +113,18 @@ class FeedQueries:
         query = select(feed_consumers).order_by(feed_consumers.c.feed, feed_consumers.c.last_fetch)
         return [Consumer(**r._asdict()) for r in self.conn.execute(query)]
 
-    def record_fetches(self, fetches: Iterable[Consumer]) -> None:
+    def record_fetches(
+        self, fetches: Iterable[Consumer], *, now: int, keep: int, max_age: int
+    ) -> int:
         """Merge in-memory fetch records (one per feed, address, user agent) into the store;
-        ``requests`` of each record is the count since the last flush."""
+        ``requests`` of each record is the count since the last flush. Consumers not seen for
+        ``max_age`` seconds are deleted first; a feed keeps at most ``keep`` consumers: a new
+        one beyond that is not recorded (those already known keep being updated). Returns how
+        many records were not kept."""
+        self.conn.execute(delete(feed_consumers).where(feed_consumers.c.last_fetch < now - max_age))
+        per_feed = select(feed_consumers.c.feed, func.count()).group_by(feed_consumers.c.feed)
+        counts: dict[str, int] = {feed: int(n) for feed, n in self.conn.execute(per_feed)}
+        kept_out = 0
         for fetch in fetches:
             key = and_(
                 feed_consumers.c.feed == fetch.feed,
@@ -132,8 +141,14 @@ class FeedQueries:
                     requests=feed_consumers.c.requests + fetch.requests,
                 )
             ).rowcount
-            if changed == 0:
-                self.conn.execute(feed_consumers.insert().values(dataclasses.asdict(fetch)))
+            if changed:
+                continue
+            if counts.get(fetch.feed, 0) >= keep:
+                kept_out += 1
+                continue
+            self.conn.execute(feed_consumers.insert().values(dataclasses.asdict(fetch)))
+            counts[fetch.feed] = counts.get(fetch.feed, 0) + 1
+        return kept_out
 
     def latest_numbers(self) -> dict[str, int]:
         """The newest version number of every feed that has one (one small query)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ from sqlalchemy import Connection, Table, delete, func, select
 
 from ..errors import InputError, StoreError
 from ._common import bulk_insert
-from .engine import Store
+from .engine import STORE_FILE_MODE, Store
 from .schema import meta, metadata
 
 # Live coordination between replicas, not state: a replica's heartbeat and the (device, VDOM)
@@ -109,6 +110,8 @@ def backup_sqlite(store: Store, path: Path) -> int:
     temp = path.with_name(f".{path.name}.partial")
     try:
         with sqlite3.connect(f"file:{quote(str(store.path))}?mode=ro", uri=True) as src:
+            temp.unlink(missing_ok=True)  # created anew with the store's mode, not 0644
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, STORE_FILE_MODE))
             dst = sqlite3.connect(temp)
             try:
                 src.backup(dst)

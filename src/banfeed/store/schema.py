@@ -213,3 +213,16 @@ pushes = Table(
     Column("pushed", BigInteger, nullable=False),
     Column("expires", BigInteger, nullable=False),
 )
+
+# Dashboard users (`banfeed user add`): argon2 hashes, never passwords. ``session_epoch`` is
+# carried in every session cookie; raising it (logout, a new password) voids older cookies.
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),  # viewer | admin
+    Column("password_hash", Text, nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("session_epoch", Integer, nullable=False, server_default="0"),
+)

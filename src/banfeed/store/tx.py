@@ -9,10 +9,21 @@ from sqlalchemy import Connection
 from ._columns import ColumnQueries
 from ._control import ControlQueries
 from ._feeds import FeedQueries
+from ._filters import FilterQueries
 from ._offenders import OffenderQueries
+from ._search import SearchQueries
+from ._users import UserQueries
 
 
-class Tx(OffenderQueries, ColumnQueries, ControlQueries, FeedQueries):
+class Tx(
+    OffenderQueries,
+    ColumnQueries,
+    ControlQueries,
+    FeedQueries,
+    FilterQueries,
+    SearchQueries,
+    UserQueries,
+):
     """Everything inside one ``with store.read()`` / ``with store.write()`` block commits
     together or not at all (a read is one consistent snapshot on both databases)."""
 
