@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from ipaddress import ip_network
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, Select, and_, func, or_, select
 
 from ..models import Ban, BanOrigin, Event, EventKind, Offender, OffenderStatus
 from ..net import IPNetwork, sort_key
@@ -55,6 +55,58 @@ def _has_vdom(vdoms: Sequence[str], wanted: Sequence[str]) -> bool:
     return any(w.lower() in (full if "/" in w else names) for w in wanted)
 
 
+def narrowed(
+    query: Select[Any],
+    *,
+    status: OffenderStatus | None,
+    active_at: int | None,
+    expired_at: int | None,
+    within: IPNetwork | None,
+    since: int | None,
+    sources: Sequence[str],
+    devices: Sequence[str],
+    vdoms: Sequence[str],
+) -> tuple[Select[Any], list[Callable[[Offender], bool]]]:
+    """The one meaning of the offender filters (`list`, the dashboard's search): ``query``
+    narrowed in SQL, and the exact checks to run on each row it returns (the JSON lists of
+    causes, devices and VDOMs are prefiltered in SQL by text, decided here)."""
+    if status is not None:
+        query = query.where(offenders.c.status == status.value)
+    if active_at is not None:
+        query = query.where(active(active_at))
+    if expired_at is not None:
+        query = query.where(
+            offenders.c.status == OffenderStatus.LISTED.value,
+            offenders.c.active_until.is_not(None),
+            offenders.c.active_until <= expired_at,
+        )
+    if within is not None:
+        query = query.where(
+            offenders.c.sort_key >= sort_key(within.network_address),
+            offenders.c.sort_key <= sort_key(within.broadcast_address),
+        )
+    if since is not None:
+        query = query.where(offenders.c.last_offense >= since)
+    checks: list[Callable[[Offender], bool]] = []
+    if sources:
+        query = query.where(_listed(offenders.c.sources, sources, suffix=False))
+        checks.append(lambda o: _has(o.sources, sources))
+    if devices:
+        query = query.where(_listed(offenders.c.devices, devices, suffix=False))
+        checks.append(lambda o: _has(o.devices, devices))
+    if vdoms:
+        names = [v for v in vdoms if "/" not in v]
+        full = [v for v in vdoms if "/" in v]
+        tests = []
+        if names:
+            tests.append(_listed(offenders.c.vdoms, names, suffix=True))
+        if full:
+            tests.append(_listed(offenders.c.vdoms, full, suffix=False))
+        query = query.where(or_(*tests))
+        checks.append(lambda o: _has_vdom(o.vdoms, vdoms))
+    return query, checks
+
+
 class FilterQueries:
     conn: Connection
 
@@ -74,41 +126,17 @@ class FilterQueries:
         active at ``active_at``; listed and expired at ``expired_at``; address inside
         ``within``; an offense at or after ``since``; one of ``sources``, ``devices`` or
         ``vdoms`` (each case-insensitive; a VDOM as ``name`` or ``device/name``)."""
-        query = select(offenders).order_by(offenders.c.sort_key)
-        if status is not None:
-            query = query.where(offenders.c.status == status.value)
-        if active_at is not None:
-            query = query.where(active(active_at))
-        if expired_at is not None:
-            query = query.where(
-                offenders.c.status == OffenderStatus.LISTED.value,
-                offenders.c.active_until.is_not(None),
-                offenders.c.active_until <= expired_at,
-            )
-        if within is not None:
-            query = query.where(
-                offenders.c.sort_key >= sort_key(within.network_address),
-                offenders.c.sort_key <= sort_key(within.broadcast_address),
-            )
-        if since is not None:
-            query = query.where(offenders.c.last_offense >= since)
-        checks: list[Callable[[Offender], bool]] = []
-        if sources:
-            query = query.where(_listed(offenders.c.sources, sources, suffix=False))
-            checks.append(lambda o: _has(o.sources, sources))
-        if devices:
-            query = query.where(_listed(offenders.c.devices, devices, suffix=False))
-            checks.append(lambda o: _has(o.devices, devices))
-        if vdoms:
-            names = [v for v in vdoms if "/" not in v]
-            full = [v for v in vdoms if "/" in v]
-            tests = []
-            if names:
-                tests.append(_listed(offenders.c.vdoms, names, suffix=True))
-            if full:
-                tests.append(_listed(offenders.c.vdoms, full, suffix=False))
-            query = query.where(or_(*tests))
-            checks.append(lambda o: _has_vdom(o.vdoms, vdoms))
+        query, checks = narrowed(
+            select(offenders).order_by(offenders.c.sort_key),
+            status=status,
+            active_at=active_at,
+            expired_at=expired_at,
+            within=within,
+            since=since,
+            sources=sources,
+            devices=devices,
+            vdoms=vdoms,
+        )
         for row in self.conn.execution_options(yield_per=5000).execute(query):
             offender = offender_from_row(row)
             if all(check(offender) for check in checks):

@@ -8,15 +8,15 @@ OFFSET, so page 1,000 costs what page 1 does. The filters mean what they mean fo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
 from ..models import Offender, OffenderStatus
-from ..net import IPNetwork, sort_key
+from ..net import IPNetwork
 from ._common import active, offender_from_row
-from ._filters import _has, _has_vdom, _listed
+from ._filters import narrowed
 from .schema import offenders, offenses
 
 # What offenders may be sorted by (each a NOT NULL column); the address breaks ties.
@@ -69,36 +69,17 @@ class SearchQueries:
                 )
         if min_offenses > 1:
             query = query.where(offenders.c.offense_count >= min_offenses)
-        if status is not None:
-            query = query.where(offenders.c.status == status.value)
-        if active_at is not None:
-            query = query.where(active(active_at))
-        if expired_at is not None:
-            query = query.where(
-                offenders.c.status == OffenderStatus.LISTED.value,
-                offenders.c.active_until.is_not(None),
-                offenders.c.active_until <= expired_at,
-            )
-        if within is not None:
-            query = query.where(
-                key >= sort_key(within.network_address), key <= sort_key(within.broadcast_address)
-            )
-        if since is not None:
-            query = query.where(offenders.c.last_offense >= since)
-        checks: list[Callable[[Offender], bool]] = []
-        if sources:
-            query = query.where(_listed(offenders.c.sources, sources, suffix=False))
-            checks.append(lambda o: _has(o.sources, sources))
-        if devices:
-            query = query.where(_listed(offenders.c.devices, devices, suffix=False))
-            checks.append(lambda o: _has(o.devices, devices))
-        if vdoms:
-            names = [v for v in vdoms if "/" not in v]
-            full = [v for v in vdoms if "/" in v]
-            tests = [_listed(offenders.c.vdoms, names, suffix=True)] if names else []
-            tests += [_listed(offenders.c.vdoms, full, suffix=False)] if full else []
-            query = query.where(or_(*tests))
-            checks.append(lambda o: _has_vdom(o.vdoms, vdoms))
+        query, checks = narrowed(
+            query,
+            status=status,
+            active_at=active_at,
+            expired_at=expired_at,
+            within=within,
+            since=since,
+            sources=sources,
+            devices=devices,
+            vdoms=vdoms,
+        )
         result = self.conn.execution_options(yield_per=500).execute(query)
         try:
             for row in result:
