@@ -128,6 +128,21 @@ def banned_text(device: str, body: bytes | bytearray) -> str:
     raise DeviceBadResponse(device, f"answer is {reason}")
 
 
+def undecodable(exc: BaseException, size: int) -> str:
+    """What a decoding failure of a device's JSON says, for the message that fails the device
+    alone (``json`` raises more than ValueError on hostile bytes)."""
+    if isinstance(exc, RecursionError):  # about a thousand nested `[` or `{"a":`
+        return "nested too deeply to be a FortiOS answer — check the URL and the device"
+    if isinstance(exc, MemoryError):
+        return f"too large to parse in memory ({size:,} bytes) — lower max_response"
+    if isinstance(exc, UnicodeDecodeError):  # before ValueError, which it is a kind of
+        return f"not UTF-8 text ({exc.reason} at byte {exc.start}) — check the URL and port"
+    if isinstance(exc, ValueError):  # bad JSON, or an integer over Python's 4,300-digit limit
+        return f"not valid JSON ({str(exc)[:120]})"
+    # numbers or values the decoder cannot hold
+    return f"not parseable ({type(exc).__name__}: {str(exc)[:120]})"
+
+
 def _load(device: str, body: bytes | bytearray | str, what: str) -> Any:
     """``json.loads`` of bytes a device sent: the document, or a :class:`DeviceBadResponse`.
 
@@ -136,16 +151,8 @@ def _load(device: str, body: bytes | bytearray | str, what: str) -> Any:
     """
     try:
         return json.loads(body)
-    except RecursionError:  # about a thousand nested `[` or `{"a":` exceed Python's limit
-        reason = "nested too deeply to be a FortiOS answer — check the URL and the device"
-    except MemoryError:
-        reason = f"too large to parse in memory ({len(body):,} bytes) — lower max_response"
-    except UnicodeDecodeError as exc:  # before ValueError, which it is a kind of
-        reason = f"not UTF-8 text ({exc.reason} at byte {exc.start}) — check the URL and port"
-    except ValueError as exc:  # bad JSON, or an integer over Python's 4,300-digit limit
-        reason = f"not valid JSON ({str(exc)[:120]})"
-    except (OverflowError, TypeError) as exc:  # numbers or values the decoder cannot hold
-        reason = f"not parseable ({type(exc).__name__}: {str(exc)[:120]})"
+    except (RecursionError, MemoryError, ValueError, OverflowError, TypeError) as exc:
+        reason = undecodable(exc, len(body))
     raise DeviceBadResponse(device, f"{what} is {reason}")
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import DeviceBadResponse
 from ..models import VdomList
 from .diff import Keys, remembered
-from .parse import EntryBatch, _kind, checked_vdom, gc_paused
+from .parse import EntryBatch, _kind, checked_vdom, gc_paused, undecodable
 
 BATCH = 4096  # entries decoded before they are parsed: a few hundred kB of dicts at a time
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -42,14 +42,8 @@ def streamed_lists(
     try:
         with gc_paused():
             return _Walk(device, vdom, text, now, known).document()
-    except RecursionError:  # about a thousand nested `[` or `{"a":` inside one value
-        reason = "nested too deeply to be a FortiOS answer — check the URL and the device"
-    except MemoryError:
-        reason = f"too large to parse in memory ({len(text):,} bytes) — lower max_response"
-    except ValueError as exc:  # bad JSON, or an integer over Python's 4,300-digit limit
-        reason = f"not valid JSON ({str(exc)[:120]})"
-    except (OverflowError, TypeError) as exc:  # numbers or values the decoder cannot hold
-        reason = f"not parseable ({type(exc).__name__}: {str(exc)[:120]})"
+    except (RecursionError, MemoryError, ValueError, OverflowError, TypeError) as exc:
+        reason = undecodable(exc, len(text))
     raise DeviceBadResponse(device, f"answer is {reason}")
 
 
