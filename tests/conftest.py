@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -125,6 +127,27 @@ def write_config(path: Path, store_url: str, body: str = "", allow: str = "[]") 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def spawn_banfeed(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+    """``python -m banfeed ARGS`` as a real process; its standard error lines are collected
+    into the returned list as they come, by the returned reader thread (join it after the
+    process ended to have every line), so a test can wait for one."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "banfeed", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+    )
+    lines: list[str] = []
+    stderr = proc.stderr
+    assert stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(stderr.readline, "")), daemon=True)
+    reader.start()
+    return proc, lines, reader
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

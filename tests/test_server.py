@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from banfeed import config as config_mod
 from banfeed import simulator
-from conftest import RunningDaemon, cli, wait_for
+from conftest import RunningDaemon, cli, spawn_banfeed, wait_for
 
 PASSWORD = "feed-pass-0123456789"
 FORTIGATE_UA = "curl/7.58.0"
@@ -302,30 +301,9 @@ def test_sigterm_mid_cycle_leaves_a_consistent_store(
 
 
 def test_demo_serves_a_feed_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "banfeed",
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--interval",
-            "2s",
-            "--dir",
-            str(tmp_path / "demo"),
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    proc, lines, reader = spawn_banfeed(
+        "demo", "--listen", "127.0.0.1:0", "--interval", "2s", "--dir", str(tmp_path / "demo")
     )
-    lines: list[str] = []
-    reader = threading.Thread(
-        target=lambda: lines.extend(iter(proc.stderr.readline, "")) if proc.stderr else None,
-        daemon=True,
-    )
-    reader.start()
     try:
         line = wait_for(
             lambda: next((x for x in lines if "feed quarantine: http" in x), None),

@@ -5,11 +5,7 @@ loaded against the version served; the verdicts' rules on their own."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +17,7 @@ from banfeed import simulator
 from banfeed.checks import Verdict, judge
 from banfeed.fortios import FeedStatus
 from banfeed.models import FeedVersion
-from conftest import RunningDaemon, cli, fortigate_toml, wait_for, write_config
+from conftest import RunningDaemon, cli, fortigate_toml, spawn_banfeed, wait_for, write_config
 
 CMDB = "/api/v2/cmdb/system/external-resource"
 ENTRY_LIST = "/api/v2/monitor/system/external-resource/entry-list"
@@ -265,20 +261,9 @@ def test_a_feed_is_fetched_again_every_refresh_until_deleted(site: dict[str, Any
 
 def test_demo_configures_its_feeds_so_verify_shows_each_devices_count(tmp_path: Path) -> None:
     folder = tmp_path / "demo"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "banfeed", "demo", "--listen", "127.0.0.1:0"]
-        + ["--interval", "1s", "--dir", str(folder)],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    proc, lines, reader = spawn_banfeed(
+        "demo", "--listen", "127.0.0.1:0", "--interval", "1s", "--dir", str(folder)
     )
-    lines: list[str] = []
-    reader = threading.Thread(
-        target=lambda: lines.extend(iter(proc.stderr.readline, "")) if proc.stderr else None,
-        daemon=True,
-    )
-    reader.start()
     try:
         wait_for(lambda: any("Collecting" in x for x in lines), timeout=30, what="the demo")
         assert any("`verify` shows what each loaded" in x for x in lines)

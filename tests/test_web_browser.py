@@ -5,11 +5,7 @@ screenshot under the test's folder and copied to /tmp/dashboard-shots/."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +15,7 @@ from playwright.sync_api import Page, sync_playwright
 from webkit import ADMIN, cli_input
 
 from banfeed import simulator
-from conftest import wait_for
+from conftest import spawn_banfeed, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -48,20 +44,9 @@ def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         assert cli_input(path, "", "db", "upgrade").exit_code == 0  # type: ignore[attr-defined]
         added = cli_input(path, ADMIN[1] + "\n", "user", "add", ADMIN[0], "--role", "admin")
         assert added.exit_code == 0  # type: ignore[attr-defined]
-        env = {**os.environ, "TOKEN_1": "t1", "TOKEN_2": "t2", "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "banfeed", "--config", str(path), "run"],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            env=env,
+        proc, lines, reader = spawn_banfeed(
+            "--config", str(path), "run", env={"TOKEN_1": "t1", "TOKEN_2": "t2"}
         )
-        lines: list[str] = []
-        reader = threading.Thread(
-            target=lambda: lines.extend(iter(proc.stderr.readline, "")) if proc.stderr else None,
-            daemon=True,
-        )
-        reader.start()
         try:
             line = wait_for(
                 lambda: next((x for x in lines if "serving http" in x), None),

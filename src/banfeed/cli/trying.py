@@ -210,7 +210,7 @@ def _configure_feeds(fleet: SimFleet, config: Config, base: str, refresh: float)
         name = f"banfeed-{feed.name}"[:35]
         url = f"{scheme}://{host}:{port}/feeds/{feed.name}.txt"
         for device in fleet.devices.values():
-            device.add_feed(name, url=url, refresh_every=refresh, verify=False)
+            device.add_feed(name, url=url, refresh_every=refresh)
         names.append(name)
     return names
 
