@@ -2,9 +2,11 @@
 folder init cannot write, a damaged SQLite file, a 503 that leaks nothing, a typo in a key,
 global options after the command, and piped tables that are not cut at 80 columns.
 
-Permission tests run the command as another user (``nobody`` through ``setpriv`` when the suite
-runs as root, where chmod stops nothing), on a world-readable folder; each first proves that the
-user really cannot write there.
+Permission tests run the command as a user who may read but not write (when the suite runs as
+root, where chmod stops nothing: root with every capability dropped through ``setpriv``, so the
+permission bits bind it like any owner, and the checkout and its venv stay readable wherever
+they were cloned), on a world-readable folder; each first proves that the user really cannot
+write there.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from conftest import RunningDaemon, cli, wait_for, write_config
 PUBLIC = "93.184.216.34"
 LONG_NOTE = "partner scanner " + "x" * 200 + " end-of-note"
 AS_ROOT = os.geteuid() == 0
+# Root without capabilities: CAP_DAC_OVERRIDE gone, the folder and file modes decide.
+READER = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"] if AS_ROOT else []
 
 
 def banfeed(*args: str, env: dict[str, str] | None = None, reader: bool = False) -> Any:
@@ -44,8 +48,8 @@ def banfeed(*args: str, env: dict[str, str] | None = None, reader: bool = False)
 
 
 def run(command: list[str], env: dict[str, str] | None = None, reader: bool = False) -> Any:
-    if reader and AS_ROOT:
-        command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+    if reader:
+        command = [*READER, *command]
     full_env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "BANFEED_CONFIG")}
     full_env |= {"BANFEED_ACTOR": "analyst", **(env or {})}
     return subprocess.run(
@@ -186,9 +190,7 @@ def test_an_unlocked_read_that_a_writer_changed_is_refused(store_site: dict[str,
         "else:\n"
         "    print('read', flush=True)\n"
     )
-    command = [sys.executable, "-c", reader]
-    if AS_ROOT:
-        command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+    command = [*READER, sys.executable, "-c", reader]
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdin is not None
     try:
