@@ -5,76 +5,23 @@ screenshot under the test's folder and copied to /tmp/dashboard-shots/."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, sync_playwright
-from webkit import ADMIN, cli_input
+from browserkit import CHROMIUM, CHROMIUM_ARGS, running_site, shoot
+from playwright.sync_api import sync_playwright
+from webkit import ADMIN
 
-from banfeed import simulator
-from conftest import spawn_banfeed, wait_for
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SHOTS = Path("/tmp/dashboard-shots")
+from conftest import wait_for
 
 
 @pytest.fixture
-def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def running(tmp_path: Path) -> Iterator[str]:
     """A `banfeed run` process (dashboard on) polling two simulated FortiGates; its URL."""
-    fleet = simulator.SimFleet(seed=11)
-    fleet.add_device("edge-1", token="t1", entries=40)
-    fleet.add_device("edge-2", token="t2", vdoms=["root", "dmz"], entries=25)
-    with simulator.start(fleet) as sim:
-        path = tmp_path / "banfeed.toml"
-        devices = "".join(
-            f'[[fortigates]]\nname = "{name}"\nurl = "{url}"\ntoken_env = "TOKEN_{i}"\n'
-            f'vdoms = ["*"]\n'
-            for i, (name, url) in enumerate(sim.urls.items(), 1)
-        )
-        path.write_text(
-            '[store]\nurl = "sqlite:///b.db"\n[server]\nlisten = "127.0.0.1:0"\n'
-            '[collect]\ninterval = "1h"\n[[feeds]]\nname = "quarantine"\n'
-            f"[dashboard]\nenabled = true\n{devices}",
-            encoding="utf-8",
-        )
-        assert cli_input(path, "", "db", "upgrade").exit_code == 0  # type: ignore[attr-defined]
-        added = cli_input(path, ADMIN[1] + "\n", "user", "add", ADMIN[0], "--role", "admin")
-        assert added.exit_code == 0  # type: ignore[attr-defined]
-        proc, lines, reader = spawn_banfeed(
-            "--config", str(path), "run", env={"TOKEN_1": "t1", "TOKEN_2": "t2"}
-        )
-        try:
-            line = wait_for(
-                lambda: next((x for x in lines if "serving http" in x), None),
-                timeout=30,
-                what="banfeed run's URL",
-            )
-            url = line.split("serving ")[1].split("/feeds/")[0]
-            wait_for(
-                lambda: (
-                    (r := httpx.get(f"{url}/feeds/quarantine.txt")).status_code == 200
-                    and len(r.text.splitlines()) >= 50
-                ),
-                timeout=30,
-                what="the feed after the first cycle",
-            )
-            yield url
-        finally:
-            proc.terminate()
-            assert proc.wait(timeout=30) == 0
-            reader.join(timeout=5)
-            if proc.stderr is not None:
-                proc.stderr.close()
-            assert "Traceback" not in "".join(lines), "".join(lines)
-
-
-def shoot(page: Page, folder: Path, name: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+    with running_site(tmp_path) as url:
+        yield url
 
 
 def test_sign_in_search_open_and_unban_in_a_real_browser(running: str, tmp_path: Path) -> None:
@@ -144,7 +91,4 @@ def test_sign_in_search_open_and_unban_in_a_real_browser(running: str, tmp_path:
     after = wait_for(changed, timeout=15, what="a new version of the feed")
     assert target not in after.text.splitlines()
     assert len(after.text.splitlines()) == len(feed.text.splitlines()) - 1
-    SHOTS.mkdir(exist_ok=True)
-    for shot in sorted(shots.glob("*.png")):
-        shutil.copy(shot, SHOTS / shot.name)
     assert len(list(shots.glob("*.png"))) == 10
