@@ -503,7 +503,7 @@ def test_a_bad_limit_fails_and_lists_the_presets(bad: object) -> None:
     with pytest.raises(ConfigError) as caught:
         feed_with(bad)
     message = str(caught.value)
-    assert "feeds[0].max_entries" in message
+    assert "feeds[0].limit" in message  # the old name is read, errors name the new one
     if isinstance(bad, str):
         assert all(name in message for name in PRESETS), message
 

@@ -16,7 +16,7 @@ from .errors import DeviceError, DeviceNotFoundError, InputError
 from .fortios import DeviceTarget, FeedStatus
 from .models import FeedVersion
 from .net import NetworkSet, never_block_reason, parse_address
-from .publish import served
+from .publish import served, served_shards, shards
 from .store import Store
 from .timeutil import iso
 
@@ -64,6 +64,13 @@ def warnings(config: Config) -> list[str]:
                     found.append(f"{where}.token_file: {path} is readable by others — chmod 600")
             except OSError:
                 pass  # resolve_token reports an unreadable file with its reason
+    status = config.server.status
+    if config.dashboard.enabled and status.auth.type == "none" and not status.allow_from:
+        found.append(
+            "server.status: /metrics and the status page / are open to anyone who reaches "
+            "server.listen, while the dashboard needs a sign-in — set server.status.allow_from "
+            "to your Prometheus, or server.status.auth"
+        )
     return found
 
 
@@ -229,12 +236,18 @@ async def verify_feed(
     *,
     now: int,
     grace: int,
+    shard: int | None = None,
 ) -> FeedVerification:
     """Ask every device what it loaded from threat feed ``resource`` and judge it against the
-    version of ``feed`` served now (``banfeed verify``)."""
+    version of ``feed`` served now (``banfeed verify``); with ``shard``, against that shard of
+    the served version (each shard is a resource of its own on the FortiGates)."""
     with store.read() as tx:
         shown = served(tx, feed)
-        versions = tx.feed_versions(feed, 50)
+        if shard is None:
+            versions = tx.feed_versions(feed, 50)
+        else:
+            shown = served_shards(tx, shown, shard)[shard - 1] if shown else None
+            versions = tx.feed_versions(shards.key(feed, shard), 50)
     version = shown.version if shown else None
     devices = []
     for name, status in await push.verify(targets, resource):
@@ -252,4 +265,5 @@ async def verify_feed(
             devices.append(DeviceFeed(name, verdict, detail, status, holds))
     held = bool(shown and shown.held)
     pinned = bool(shown and shown.pinned)
-    return FeedVerification(feed, resource, version, held, pinned, devices)
+    name = feed if shard is None else shards.name(feed, shard)
+    return FeedVerification(name, resource, version, held, pinned, devices)

@@ -68,8 +68,9 @@ def feed_spec(feed: FeedConfig) -> FeedSpec:
         vdoms=frozenset(feed.vdoms),
         min_offenses=feed.min_offenses,
         seen_within=feed.seen_within,
-        max_entries=feed.max_entries,
+        max_entries=feed.limit,
         aggregate=feed.aggregate,
+        shards=feed.shards,
     )
 
 

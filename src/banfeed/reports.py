@@ -29,7 +29,7 @@ from .models import (
     Offense,
 )
 from .net import IPAddress, IPNetwork
-from .policy import Allowlist, state, with_entries
+from .policy import Allowlist, holes, state, with_entries
 from .publish.render import decompress, offender_record
 from .store import Tx
 from .timeutil import iso
@@ -48,6 +48,7 @@ class FeedVerdict:
     why: Why
     reason: str
     version: int | None  # the served version the verdict is about
+    shard: int | None = None  # a sharded feed: the shard of that version that lists it
 
     def record(self) -> dict[str, Any]:
         return {
@@ -55,6 +56,7 @@ class FeedVerdict:
             "why": self.why.value,
             "reason": self.reason,
             "version": self.version,
+            "shard": self.shard,
         }
 
 
@@ -123,21 +125,29 @@ class OffenderDetail:
 def offender_detail(rt: Runtime, ip: IPAddress) -> OffenderDetail:
     """One address: its offender row, history, and each feed's verdict as served."""
     from .publish import explain, served
+    from .publish.shards import listing
 
     publisher = rt.publisher()
+    verdicts = []
     with rt.store.read() as tx:
         builds = publisher.build(tx)
         offender = tx.get_offender(str(ip))
         offenses = tx.offenses_of(str(ip))
         events = tx.events_of(str(ip))
         states = tx.feed_states()
-        shown = {name: served(tx, name, states.get(name)) for name in builds}
+        for name, build in builds.items():
+            shown = served(tx, name, states.get(name))
+            found = verdict(build, shown, ip, explain(build, ip, offender, events))
+            if found.listed and shown is not None and build.spec.shards > 1:  # which shard
+                found = dataclasses.replace(found, shard=listing(tx, shown, build.spec.shards, ip))
+            verdicts.append(found)
     allow = next(iter(builds.values())).allowlist if builds else publisher.policy.allowlist
-    verdicts = [
-        verdict(build, shown[name], ip, explain(build, ip, offender, events))
-        for name, build in builds.items()
-    ]
     return OffenderDetail(ip, offender, offenses, events, allow, rt.now(), verdicts)
+
+
+# Past this many never-block, protected and allowlisted networks, a search of suppressed
+# offenders reads every listed row instead of an OR of that many ranges.
+MAX_SQL_RANGES = 512
 
 
 @dataclass(frozen=True)
@@ -152,8 +162,10 @@ class OffenderFilter:
     vdoms: tuple[str, ...] = ()  # "dmz" (any device) or "edge-1/dmz"
     since: int | None = None  # an offense at or after it
 
-    def store_filters(self, now: int) -> dict[str, Any]:
-        """What the store can narrow in SQL; the state is decided exactly afterwards."""
+    def store_filters(self, now: int, allowlist: Allowlist | None = None) -> dict[str, Any]:
+        """What the store can narrow in SQL; the state is decided exactly afterwards. With the
+        ``allowlist``, a search of suppressed offenders reads only the never-block, protected
+        and allowlisted ranges (not every row of the store)."""
         found: dict[str, Any] = {
             "within": self.within,
             "since": self.since,
@@ -170,6 +182,10 @@ class OffenderFilter:
             found["status"] = OffenderStatus.UNBANNED
         elif states and OffenderState.UNBANNED not in states:
             found["status"] = OffenderStatus.LISTED
+        if states == {OffenderState.SUPPRESSED} and allowlist is not None:
+            ranges = holes(allowlist)
+            if len(ranges) <= MAX_SQL_RANGES:
+                found["inside"] = ranges
         return found
 
 
@@ -187,7 +203,7 @@ def listed_offenders(
     where = where or OffenderFilter()
     if every:
         where = dataclasses.replace(where, states=frozenset())
-    for offender in tx.iter_offenders_matching(**where.store_filters(now)):
+    for offender in tx.iter_offenders_matching(**where.store_filters(now, allowlist)):
         if not where.states or state(offender, now, allowlist) in where.states:
             yield offender
 
@@ -200,11 +216,12 @@ def effective_allowlist(rt: Runtime, tx: Tx) -> Allowlist:
 @dataclass(frozen=True)
 class FeedOverview:
     name: str
-    max_entries: int
+    max_entries: int  # the feed's limit (each shard's)
     auth: str
     version: FeedVersion | None
     state: FeedState
     consumers: list[Consumer]
+    shards: list[FeedOverview] = field(default_factory=list)  # NAME-k: each as a feed
 
     def record(self) -> dict[str, Any]:
         """The stable JSON shape of `banfeed feeds` (documented in docs/cli.md)."""
@@ -237,12 +254,13 @@ class FeedOverview:
                 }
                 for c in self.consumers
             ],
+            "shards": [shard.record() for shard in self.shards],
         }
 
 
 def feed_overviews(rt: Runtime) -> list[FeedOverview]:
     """Each feed as served: its recorded version (no rebuild), hold or pin, and consumers."""
-    from .publish import served
+    from .publish import served, served_shards
 
     with rt.store.read() as tx:
         states = tx.feed_states()
@@ -251,16 +269,22 @@ def feed_overviews(rt: Runtime) -> list[FeedOverview]:
         for feed in rt.config.feeds:
             state = states.get(feed.name) or FeedState(feed.name)
             shown = served(tx, feed.name, state)
-            rows.append(
-                FeedOverview(
-                    feed.name,
-                    feed.max_entries,
-                    feed.auth.type,
-                    shown.version if shown else None,
-                    state,
-                    [c for c in consumers if c.feed == feed.name],
-                )
+            parts: list[Served | None] = [None] * feed.shards
+            if shown is not None and feed.shards > 1:
+                parts = served_shards(tx, shown, feed.shards)
+            of = {n: [c for c in consumers if c.feed == n] for n in [feed.name, *feed.shard_names]}
+            version = shown.version if shown else None
+            overview = FeedOverview(
+                feed.name, feed.limit, feed.auth.type, version, state, of[feed.name]
             )
+            shards = [
+                dataclasses.replace(
+                    overview, name=name, version=part.version if part else None, consumers=of[name]
+                )
+                for name, part in zip(feed.shard_names, parts, strict=True)
+                if feed.shards > 1
+            ]
+            rows.append(dataclasses.replace(overview, shards=shards))
     return rows
 
 

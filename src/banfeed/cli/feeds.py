@@ -73,12 +73,18 @@ def feeds_list(ctx: Context, fmt: str) -> None:
             r["changed"] or "not published yet",
             state,
         )
+        for number, shard in enumerate(r["shards"], 1):  # NAME-k: its part of that version
+            cells = [
+                "-" if shard[k] is None else str(shard[k]) for k in ("entries", "etag", "changed")
+            ]
+            where = f"shard {number}" + ("" if shard["etag"] else " (not in this version)")
+            table.add_row(f"  {shard['feed']}", "", cells[0], "", "", *cells[1:], where)
     out.print(table)
     for r in rows:
         if r["hold_reason"]:
             out.print(f"HELD {r['feed']}: {r['hold_reason']}")
     fetches = Table("feed", "consumer", "user agent", "last fetch", "status", "has current")
-    for r in rows:
+    for r in [r for feed in rows for r in (feed, *feed["shards"])]:
         for c in r["consumers"]:
             fetches.add_row(
                 r["feed"],
@@ -188,9 +194,11 @@ def feeds_diff(ctx: Context, name: str, old: int | None, new: int | None) -> Non
 def feeds_rollback(ctx: Context, name: str, version: int) -> None:
     """Serve VERSION of feed NAME (pinned) until `banfeed feeds release NAME`."""
     from .. import control
+    from ..publish import shards
 
-    ctx.config.feed(name)
+    feed = ctx.config.feed(name)
     with ctx.runtime() as rt:
+        shards.check_rollback(rt.store, name, version, feed.shards)
         pinned = control.pin_feed(rt.store, name, version, actor=operator(), now=rt.now())
     out.print(
         f"feed {name}: pinned to version {pinned.number} ({pinned.entries} entries, published "
@@ -228,15 +236,19 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
     """Write a feed as published: one address a line, numeric order, IPv4 first (or CSV/JSON).
 
     Publishes the feed first (the same build and guards as the server): a feed the mass-drop
-    guard holds is written as its last good version, and the command exits 1."""
+    guard holds is written as its last good version, and the command exits 1. `--feed NAME-2`
+    writes shard 2 of a sharded feed's version (what /feeds/NAME-2.txt serves)."""
     from .. import reports
-    from ..publish import Outcome, served
+    from ..publish import Outcome, served, served_shards
     from ..publish.render import rendered_pieces, write_atomically
 
     if output is not None and str(output) == "-":
         output = None  # the usual spelling of standard output, never a file named "-"
     config = ctx.config
-    feed = config.feed(feed_name) if feed_name else config.feeds[0]
+    shards = {s: (f, k) for f in config.feeds for k, s in enumerate(f.shard_names, 1)}
+    feed, shard = shards.get(feed_name or "", (None, None))
+    if feed is None or feed.shards == 1:
+        feed, shard = (config.feed(feed_name) if feed_name else config.feeds[0]), None
     with ctx.runtime() as rt:
         publisher = rt.publisher()
         results = {r.feed: r for r in publisher.publish([feed.name])}  # the others: their own
@@ -244,6 +256,15 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
             shown = served(tx, feed.name)
             if shown is None:
                 fail(f"feed {feed.name}: nothing published (see `banfeed feeds`)", EXIT_FAILED)
+            if shard is not None:
+                part = served_shards(tx, shown, shard)[shard - 1]
+                if part is None:
+                    fail(
+                        f"feed {feed.name}: version {shown.version.number} has no shard {shard} "
+                        "(published before the feed had as many shards)",
+                        EXIT_FAILED,
+                    )
+                shown = part
             pieces: Iterable[bytes]
             if fmt == "txt":
                 pieces = [shown.body()]
@@ -258,15 +279,17 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
             else:
                 write_atomically(output, pieces)
     if output is not None:
+        what = f"shard {shard} of version" if shard else "version"
         err.print(
-            f"feed {feed.name}: version {shown.version.number}, {shown.version.entries} entries "
+            f"feed {feed.name}: {what} {shown.version.number}, {shown.version.entries} entries "
             f"written to {output}"
         )
     version = shown.version
     if version.overflow:
         err.print(
             f"feed {feed.name}: {version.overflow} of {version.matched} offenders left out "
-            f"(max_entries = {feed.max_entries}; the most recent and most repeated are kept)"
+            f"(limit = {feed.limit}{f' × {feed.shards} shards' if feed.shards > 1 else ''}; "
+            "the most recent and most repeated are kept)"
         )
     result = results.get(feed.name)
     if shown.pinned:
@@ -294,27 +317,42 @@ def export(ctx: Context, feed_name: str | None, output: Path | None, fmt: str) -
 @pass_ctx
 @handle_errors
 def verify(ctx: Context, feed_name: str | None, resource: str | None, grace: str, fmt: str) -> None:
-    """Ask each FortiGate what it loaded from a feed, and compare with what is served."""
+    """Ask each FortiGate what it loaded from a feed, and compare with what is served.
+
+    A sharded feed is checked shard by shard: resource banfeed-NAME-1 (or RESOURCE-1) against
+    shard 1 of the served version, and so on."""
     from .. import checks, compose
+    from ..setupkit import resource_name
 
     config = ctx.config
     feed = config.feed(feed_name) if feed_name else config.feeds[0]
-    name = resource or f"banfeed-{feed.name}"[:35]
+    parts: list[int | None] = list(range(1, feed.shards + 1)) if feed.shards > 1 else [None]
     try:
         grace_s = parse_duration(grace, allow_forever=False) or 0  # never None without forever
     except InputError as exc:
         raise InputError(f"--grace: {exc}") from None
+    reports = []
     with ctx.runtime() as rt:
-        report = asyncio.run(
-            checks.verify_feed(
-                rt.store, compose.targets(config), feed.name, name, now=rt.now(), grace=grace_s
+        for shard in parts:
+            name = resource_name(feed.name, shard)
+            if resource:
+                name = resource if shard is None else f"{resource}-{shard}"
+            check = checks.verify_feed(
+                rt.store,
+                compose.targets(config),
+                feed.name,
+                name,
+                now=rt.now(),
+                grace=grace_s,
+                shard=shard,
             )
-        )
-    if fmt == "json":
-        emit(report.record())
+            reports.append(asyncio.run(check))
+    if fmt == "json":  # a sharded feed: one record a shard
+        emit(reports[0].record() if feed.shards == 1 else [r.record() for r in reports])
     else:
-        _verify_table(report)
-    if not report.ok:
+        for report in reports:
+            _verify_table(report)
+    if not all(report.ok for report in reports):
         raise SystemExit(EXIT_FAILED)
 
 

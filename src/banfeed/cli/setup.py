@@ -135,8 +135,9 @@ def fortigate_config_cmd(
             family=feed.family,
             auth=feed.auth.type,
             username=username if username and feed.auth.type != "bearer" else feed.auth.username,
-            max_entries=feed.max_entries,
+            max_entries=feed.limit,
             allow_from=tuple(feed.allow_from),
+            shards=feed.shards,
         )
         for feed in feeds
     )

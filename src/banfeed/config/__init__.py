@@ -29,6 +29,7 @@ from .fields import (
     read_secret,
     split_listen,
 )
+from .limits import shard_clashes
 from .sections import (
     AllowlistConfig,
     CollectConfig,
@@ -101,6 +102,9 @@ class Config(_Section):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{section}: names must be unique; repeated: {', '.join(dupes)}")
+        clash = shard_clashes(self.feeds)
+        if clash is not None:
+            raise ValueError(clash)
         if not self.feeds:
             object.__setattr__(self, "feeds", [FeedConfig(name="quarantine")])
         feed_names = {feed.name for feed in self.feeds}

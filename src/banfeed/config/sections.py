@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import limits
 from .fields import (
     NAME_PATTERN,
     Duration,
@@ -27,7 +28,7 @@ from .fields import (
     read_secret,
     split_listen,
 )
-from .limits import DEFAULT_MAX_ENTRIES, MAX_ENTRIES_LIMIT, MaxEntries
+from .limits import DEFAULT_MAX_ENTRIES, MAX_ENTRIES_LIMIT, MAX_SHARDS, MaxEntries
 
 
 class StoreConfig(_Section):
@@ -216,15 +217,36 @@ class FeedConfig(_Section):
     vdoms: list[str] = Field([], description='Only these VDOMs ("dmz" or "edge-1/dmz").')
     min_offenses: int = Field(1, ge=1, description="Only offenders with this many offenses.")
     seen_within: Duration = Field(None, description="Only offenders seen this recently.")
-    max_entries: MaxEntries = Field(
+    limit: MaxEntries = Field(
         DEFAULT_MAX_ENTRIES,
         ge=1,
         le=MAX_ENTRIES_LIMIT,
-        description='Most lines published: a number or a preset ("fortios-7.4", …).',
+        description='Most lines a consumer loads (a shard): a number or a preset ("fortios-7.2"…).',
+    )
+    shards: int = Field(
+        1, ge=1, le=MAX_SHARDS, description="Split into this many feeds of `limit` (NAME-1 …)."
     )
     aggregate: StrictBool = Field(False, description="Merge addresses into CIDR blocks (lossless).")
     auth: FeedAuthConfig = FeedAuthConfig()
     allow_from: list[Network] = Field([], description="Only these consumer networks may fetch.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_limit_name(cls, data: object) -> object:
+        return limits.renamed_limit(data)
+
+    @model_validator(mode="after")
+    def _shard_names_fit(self) -> FeedConfig:
+        limits.check_shard_names(self.name, self.shards)
+        return self
+
+    @property
+    def max_entries(self) -> int:
+        return self.limit  # by its old name
+
+    @property
+    def shard_names(self) -> list[str]:
+        return limits.shard_names(self.name, self.shards)
 
 
 class CollectConfig(_Section):
@@ -233,6 +255,15 @@ class CollectConfig(_Section):
     jitter: float = Field(0.1, ge=0.0, le=0.5, description="Random share of interval (±).")
     shared: StrictBool | None = Field(
         None, description="Replicas share devices by leases (default: on for PostgreSQL)."
+    )
+
+
+class StatusConfig(_Section):
+    auth: FeedAuthConfig = Field(
+        FeedAuthConfig(), description="Credentials /metrics and / need (as a feed's auth)."
+    )
+    allow_from: list[Network] = Field(
+        [], description="Only these networks may fetch /metrics and / (as a feed's)."
     )
 
 
@@ -255,6 +286,9 @@ class ServerConfig(_Section):
     )
     send_timeout: FiniteDuration = Field(
         60, description="Time a client may read nothing of a response before it is dropped."
+    )
+    status: StatusConfig = Field(
+        StatusConfig(), description="Who may fetch /metrics and the status page / (open)."
     )
 
     @field_validator("listen")

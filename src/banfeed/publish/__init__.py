@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .build import FeedBuild, FeedInputs, FeedPolicy, FeedSpec, Filter, build_feeds
     from .explain import Verdict, Why, explain
-    from .publisher import History, Outcome, Publisher, Served, served
+    from .publisher import History, Outcome, Publisher, Served, served, served_shards
 
 # Loaded on first use: builds need numpy, and commands that only read rows (`list`) do not.
 _WHERE = {
@@ -21,7 +21,9 @@ _WHERE = {
         ("FeedBuild", "FeedInputs", "FeedPolicy", "FeedSpec", "Filter", "build_feeds"), ".build"
     ),
     **dict.fromkeys(("Verdict", "Why", "explain"), ".explain"),
-    **dict.fromkeys(("History", "Outcome", "Publisher", "Served", "served"), ".publisher"),
+    **dict.fromkeys(
+        ("History", "Outcome", "Publisher", "Served", "served", "served_shards"), ".publisher"
+    ),
 }
 
 
@@ -53,4 +55,5 @@ __all__ = [
     "build_feeds",
     "explain",
     "served",
+    "served_shards",
 ]

@@ -349,10 +349,16 @@ class Selection:
         )
         return int(newer.sum())
 
+    def ranked(self) -> Array:
+        """Positions of the selected offenders (IPv4 then IPv6) in the order the cap keeps
+        them: most recent, then most repeated, then lower address first. ``top`` and the
+        shards of a feed (``shards.split``) both take this order."""
+        last, count = self.rank()
+        return np.lexsort((np.arange(len(last)), -count, -last))
+
     def top(self, room: int) -> Selection:
         """The ``room`` most recent, then most repeated (ties: lower address first)."""
-        last, count = self.rank()
-        order = np.lexsort((np.arange(len(last)), -count, -last))[:room]
+        order = self.ranked()[:room]
         split = len(self.v4)
         return Selection(
             self.active,

@@ -31,6 +31,7 @@ from ..timeutil import iso
 from .active import FOREVER, ActiveSet, Columns, Combo, Member, Selection
 from .lines import Family as LineFamily
 from .lines import Line, Lines
+from .shards import split
 
 
 class Filter(StrEnum):
@@ -55,8 +56,13 @@ class FeedSpec:
     vdoms: frozenset[str] = frozenset()  # "vdom" or "device/vdom"
     min_offenses: int = 1
     seen_within: int | None = None
-    max_entries: int = 131072
+    max_entries: int = 131072  # ``limit``: what one consumer loads, per shard
     aggregate: bool = False
+    shards: int = 1  # over 1: published as that many feeds of max_entries (publish/shards.py)
+
+    @property
+    def capacity(self) -> int:
+        return self.max_entries * self.shards
 
     def excludes(self, offender: Offender | Member, now: int) -> tuple[Filter, str] | None:
         """Which filter of this feed leaves ``offender`` out, and how, or ``None``."""
@@ -159,8 +165,9 @@ class FeedBuild:
     escalated: list[Escalated]  # prefixes published instead of their offenders
     networks: Lines  # bans and escalated prefixes, carved and split by the guard
     entries: Lines  # the lines of the plain feed, numeric order, disjoint
-    overflow: int  # matching offenders (or, rarely, ban networks) left out by max_entries
+    overflow: int  # matching offenders (or, rarely, ban networks) left out by the capacity
     valid_until: int | None  # the feed changes by itself then (an expiry), store or not
+    shards: tuple[Lines, ...] = ()  # spec.shards > 1: the entries split, worst offenders first
     _text: list[bytes] = field(default_factory=list, repr=False)
 
     @property
@@ -240,7 +247,8 @@ def _build(
     their offenders; every network has the never-block, protected and allowlisted ranges carved
     out exactly, and none is broader than the prefix guard. Over ``max_entries``: first merge
     into CIDR blocks where that loses nothing; if still over, keep the bans, then the most
-    recent, then most repeated, offenders, and count how many were left out."""
+    recent, then most repeated, offenders, and count how many were left out. A sharded feed
+    may hold ``shards × max_entries``, split in that order (``shards.split``)."""
     now, active = inputs.now, inputs.active
     chosen = {
         cols.version: np.flatnonzero(
@@ -254,17 +262,17 @@ def _build(
     bans = [b for b in inputs.bans if spec.excludes_ban(b) is None]
     escalated = _escalate(policy.escalation, matched)
     networks = _networks([b.network for b in bans] + [e.prefix for e in escalated], gaps, policy)
-    published = matched
+    published, cap = matched, spec.capacity
     entries = _entries(published, networks, spec.aggregate, policy.guard)
-    if len(entries) > spec.max_entries:
+    if len(entries) > cap:
         entries = _entries(published, networks, True, policy.guard)
     dropped_networks = 0
-    if len(entries) > spec.max_entries:
-        published = matched.top(max(0, spec.max_entries - len(networks)))
+    if len(entries) > cap:
+        published = matched.top(max(0, cap - len(networks)))
         entries = _entries(published, networks, True, policy.guard)
-        if len(entries) > spec.max_entries:  # bans alone exceed the cap: say so, never silently
-            dropped_networks = len(entries) - spec.max_entries
-            entries = _first(entries, spec.max_entries)
+        if len(entries) > cap:  # bans alone exceed the cap: say so, never silently
+            dropped_networks = len(entries) - cap
+            entries = _first(entries, cap)
     return FeedBuild(
         spec=spec,
         inputs=inputs,
@@ -277,6 +285,7 @@ def _build(
         entries=entries,
         overflow=len(matched) - len(published) + dropped_networks,
         valid_until=_valid_until(matched, bans, inputs.allow_entries, spec),
+        shards=split(entries, networks, published, spec) if spec.shards > 1 else (),
     )
 
 

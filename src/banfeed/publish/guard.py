@@ -10,8 +10,8 @@ alike:
   filtered out, over the cap), *allowlisted* (an allowlist or protect range now covers it), or
   *unexplained* (gone from the store, or still active). Allowlisted losses count against
   ``max_drop`` too: `allow add 0.0.0.0/0 --force` must not empty a feed unseen.
-- **Consumer limit.** Never more lines than the feed's ``max_entries`` (a FortiGate drops the
-  newest lines over its limit, silently).
+- **Consumer limit.** Never more lines than the feed's ``limit`` (a FortiGate drops the newest
+  lines over its limit, silently); a sharded feed never more than ``limit`` a shard.
 
 The store lookups that classify losses are made by the caller (:class:`LossFacts`), so this
 module is pure and tested without a database.
@@ -136,10 +136,15 @@ def decide(
     max_drop: float,
 ) -> Decision:
     """Publish ``build`` over the last published lines ``old`` (None: nothing published yet)?"""
-    if len(build.entries) > build.spec.max_entries:  # a bug upstream: never hand it on
+    spec = build.spec
+    if len(build.entries) > spec.capacity:  # a bug upstream: never hand it on
+        return Decision(False, f"{len(build.entries)} lines exceed limit ({spec.capacity})")
+    if len(build.shards) != (spec.shards if spec.shards > 1 else 0):
+        return Decision(False, f"{len(build.shards)} shards built, {spec.shards} configured")
+    oversized = [k for k, shard in enumerate(build.shards, 1) if len(shard) > spec.max_entries]
+    if oversized:
         return Decision(
-            False,
-            f"{len(build.entries)} lines exceed max_entries ({build.spec.max_entries})",
+            False, f"shards {oversized} exceed the limit of a shard ({spec.max_entries})"
         )
     if old is None:
         return Decision(True, "first version")

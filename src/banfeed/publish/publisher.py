@@ -5,6 +5,8 @@ first published, its ETag, size, what it added and removed, why it was published
 approved it. What consumers are served is always a recorded version — the newest, or a pinned
 one after `feeds rollback` — so replicas serve identical bytes by construction, `export` and the
 push-feed sync hand on the guarded feed, and a read-only store still serves what it recorded.
+A sharded feed's shards are recorded with each of its versions, in the same transaction
+(``shards``); the guards judge the whole feed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..errors import ConflictError, StoreError
 from ..models import EventKind, FeedState, FeedVersion, Offender
 from ..store import Snapshot, Store, Tx
 from ..timeutil import Clock
+from . import shards
 from .build import FeedBuild, FeedInputs, FeedPolicy, FeedSpec, build_feeds
 from .delta import delta, splice
 from .delta import lost as lost_since
@@ -29,6 +32,8 @@ from .guard import Decision, LossFacts, decide, needs_facts
 from .inputs import read_inputs
 from .lines import Line, Lines, changes
 from .render import compress, decompress, etag_of
+from .shards import Kept, ShardText
+from .shards import key as shard_key
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,8 @@ class FeedResult:
     build: FeedBuild
     decision: Decision | None = None
     version: FeedVersion | None = None  # the version recorded now, if any
+    parts: tuple[ShardText, ...] = ()  # a sharded feed's shards (build.shards) with their text
+    shards: tuple[FeedVersion, ...] = ()  # the shards' rows recorded with ``version``
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,17 @@ def served(tx: Tx, feed: str, state: FeedState | None = None) -> Served | None:
     return Served(version, state)
 
 
+def served_shards(tx: Tx, shown: Served, count: int) -> list[Served | None]:
+    """Shards 1 … ``count`` of the version ``shown`` is (recorded with it, in one transaction):
+    None for a shard that version has not (it was published before the feed had as many)."""
+    found: list[Served | None] = []
+    for number in range(1, count + 1):
+        version = tx.feed_version(shard_key(shown.version.feed, number), shown.version.number)
+        kept = version is not None and version.body is not None
+        found.append(Served(version, shown.state) if kept and version else None)
+    return found
+
+
 class Publisher:
     """Build → decide → record, for every feed at once."""
 
@@ -114,6 +132,7 @@ class Publisher:
         # next publish compares with them (and splices the text) without decompressing and
         # parsing the stored body again.
         self._recorded: dict[str, tuple[int, Lines, bytes]] = {}
+        self._shards: dict[str, tuple[int, list[Kept | None]]] = {}  # the same, for shards
         self._inputs: FeedInputs | None = None  # the last snapshot, kept in step by version
 
     def build(self, tx: Tx, feeds: Collection[str] | None = None) -> dict[str, FeedBuild]:
@@ -137,7 +156,8 @@ class Publisher:
             builds = self.build(tx, feeds)
             states = tx.feed_states()
             results = [self._decide(tx, build, states) for build in builds.values()]
-        self._record(_compressed(results), states)
+        results = _compressed(results)
+        self._record(results, states)
         inputs = self._inputs
         if inputs is not None and inputs.whole:
             self._save_snapshot(inputs)
@@ -173,8 +193,11 @@ class Publisher:
                     build.keep_text(spliced)
         body = build.text()
         etag = self.etags[name] = etag_of(body)
-        if last is not None and last.etag == etag:
+        parts = shards.texts(build, self._previous_shards(tx, last, len(build.shards)))
+        if last is not None and last.etag == etag and all(p.same for p in parts):
             self._recorded[name] = (last.number, build.entries, body)  # the same bytes
+            if parts:
+                self._shards[name] = (last.number, shards.kept(parts))
             return FeedResult(name, Outcome.UNCHANGED, build)
         old = previous[0] if previous is not None else None
         gone = Lines()
@@ -210,7 +233,21 @@ class Publisher:
             store_version=build.version,
             body=None,  # compressed for every feed at once (_compressed)
         )
-        return FeedResult(name, Outcome.PUBLISHED, build, decision, version)
+        return FeedResult(name, Outcome.PUBLISHED, build, decision, version, tuple(parts))
+
+    def _previous_shards(self, tx: Tx, last: FeedVersion | None, count: int) -> list[Kept | None]:
+        """The shards of the newest version, as ``_previous`` finds the feed's own."""
+        if last is None or not count:
+            return []
+        kept = self._shards.get(last.feed)
+        if kept is not None and kept[0] == last.number:
+            return kept[1]
+        found: list[Kept | None] = []
+        for number in range(1, count + 1):
+            row = tx.feed_version(shard_key(last.feed, number), last.number)
+            body = decompress(row.body) if row is not None and row.body is not None else None
+            found.append(None if row is None or body is None else (row, Lines.parse(body), body))
+        return found
 
     def _previous(self, tx: Tx, last: FeedVersion | None) -> tuple[Lines, bytes] | None:
         """The lines and text of the newest version: remembered if this publisher recorded
@@ -249,17 +286,19 @@ class Publisher:
                 )
             if result.version is not None:
                 versions.append(result.version)
+                versions.extend(result.shards)
         if not changes and not versions:
             return
         try:
             with self.store.write() as tx:
                 for version in versions:
                     tx.insert_feed_version(version)
+                    feed = version.feed.partition("#")[0]  # a shard is pruned like its feed
                     tx.prune_feed_versions(
                         version.feed,
                         self.history.versions,
                         self.history.bodies,
-                        states.get(version.feed, FeedState(version.feed)).pinned,
+                        states.get(feed, FeedState(feed)).pinned,
                     )
                 for state in changes:
                     tx.save_feed_state(state)
@@ -285,6 +324,12 @@ class Publisher:
                     result.build.entries,
                     result.build.text(),
                 )
+                if result.shards:
+                    kept = zip(result.shards, result.parts, strict=True)
+                    self._shards[result.feed] = (
+                        result.version.number,
+                        [(row, part.lines, part.text) for row, part in kept],
+                    )
         for version in versions:
             log.info(
                 "feed %s: version %d, %d entries (+%d −%d): %s",
@@ -314,23 +359,28 @@ class Publisher:
 
 
 def _compressed(results: list[FeedResult]) -> list[FeedResult]:
-    """The results with the bytes of each new version compressed, the feeds side by side:
-    zlib lets go of the interpreter lock, so two changed feeds of a million lines take the time
-    of one on two cores."""
+    """The results with the bytes of each new version (and of each changed shard) compressed,
+    side by side: zlib lets go of the interpreter lock, so two changed feeds of a million lines
+    take the time of one on two cores. A shard that did not change keeps its stored bytes."""
     todo = [i for i, r in enumerate(results) if r.version is not None]
     if not todo:
         return results
     texts = [results[i].build.text() for i in todo]
-    if len(todo) == 1:
+    texts += [p.text for i in todo for p in results[i].parts if not p.same]
+    if len(texts) == 1:
         bodies = [compress(texts[0])]
     else:
-        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(max_workers=min(len(texts), os.cpu_count() or 1)) as pool:
             bodies = list(pool.map(compress, texts))
+    whole, changed = iter(bodies[: len(todo)]), iter(bodies[len(todo) :])
     done = list(results)
-    for i, body in zip(todo, bodies, strict=True):
+    for i in todo:
         version = results[i].version
         assert version is not None
-        done[i] = dataclasses.replace(results[i], version=dataclasses.replace(version, body=body))
+        version = dataclasses.replace(version, body=next(whole))
+        parts = list(results[i].parts)
+        rows = shards.versions(version, parts, [None if p.same else next(changed) for p in parts])
+        done[i] = dataclasses.replace(results[i], version=version, shards=tuple(rows))
     return done
 
 

@@ -24,7 +24,7 @@ from .. import metrics
 from ..net import IPNetwork
 from ..publish.render import FORMATS
 from ..timeutil import Clock, iso
-from .auth import FeedAccess, real_client
+from .auth import STATUS_REALM, FeedAccess, real_client
 from .cache import FeedCache, FeedEntry, Rendered
 from .consumers import Fetches
 from .redirects import relative_slash_redirects
@@ -41,6 +41,7 @@ class ServerState:
     collecting: bool
     fetches: Fetches = field(default_factory=Fetches)
     trusted_proxies: tuple[IPNetwork, ...] = ()  # whose X-Forwarded-For names the client
+    status: FeedAccess = field(default_factory=FeedAccess)  # /metrics and / ([server.status])
 
 
 def create_app(state: ServerState, extra: Sequence[BaseRoute] = ()) -> Starlette:
@@ -48,7 +49,7 @@ def create_app(state: ServerState, extra: Sequence[BaseRoute] = ()) -> Starlette
 
     async def feed(request: Request) -> Response:
         name, fmt = request.path_params["name"], request.path_params["fmt"]
-        access = state.access.get(name)
+        access = state.access.get(state.cache.owner(name))  # a shard: its feed's auth
         if access is None or fmt not in FORMATS:
             return PlainTextResponse("no such feed\n", status_code=404)
         peer = request.client.host if request.client else ""
@@ -80,11 +81,25 @@ def create_app(state: ServerState, extra: Sequence[BaseRoute] = ()) -> Starlette
         }
         return JSONResponse(body, status_code=503 if problems else 200)
 
-    async def metrics_endpoint(_request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    def status_refusal(request: Request) -> Response | None:
+        """``[server.status]``: /metrics and / as a feed is guarded (/healthz, /readyz open)."""
+        peer = request.client.host if request.client else ""
+        host = real_client(peer, request.headers.getlist("x-forwarded-for"), state.trusted_proxies)
+        status = state.status.refusal(host, request.headers.get("authorization"))
+        if status == 403:
+            return PlainTextResponse("forbidden\n", status_code=403)
+        if status == 401:
+            challenge = {"WWW-Authenticate": state.status.challenge_for(STATUS_REALM)}
+            return PlainTextResponse("unauthorized\n", status_code=401, headers=challenge)
+        return None
 
-    async def index(_request: Request) -> Response:
-        return HTMLResponse(_index_html(state))
+    async def metrics_endpoint(request: Request) -> Response:
+        return status_refusal(request) or Response(
+            generate_latest(), media_type=CONTENT_TYPE_LATEST
+        )
+
+    async def index(request: Request) -> Response:
+        return status_refusal(request) or HTMLResponse(_index_html(state))
 
     routes = [
         Route("/feeds/{name}.{fmt}", feed, methods=["GET", "HEAD"]),

@@ -4,7 +4,9 @@
 the feeds can have changed — the store version moved, or the clock passed the earliest expiry
 of the last build — through the :class:`~banfeed.publish.Publisher` (build → guards → a new
 version recorded). Then it *reads* what is served — the newest version of each feed, or a pinned
-one — and keeps those bytes. Requests only read memory.
+one — and keeps those bytes. Requests only read memory. A sharded feed's shards (``NAME-1`` …)
+are loaded with it, from the same version and the same transaction, and replace it in one
+assignment: a shard is never served from another version than its siblings and the whole feed.
 
 Serving needs no write: if publishing fails (a read-only store, a lost connection), the error
 is logged and reported, the recorded versions keep being served, and the next refresh tries
@@ -24,6 +26,7 @@ from ..errors import StoreError
 from ..models import FeedState
 from ..policy import with_entries
 from ..publish import Publisher, Served, served
+from ..publish.publisher import served_shards
 from ..publish.render import (
     OFFENDER_RENDERERS,
     TEXT_MEDIA_TYPE,
@@ -31,6 +34,7 @@ from ..publish.render import (
     etag_of,
     rendered_pieces,
 )
+from ..publish.shards import names as shard_names
 from ..store import Store
 from ..timeutil import Clock, http_date
 
@@ -64,6 +68,9 @@ class FeedCache:
         self.store = store
         self.publisher = publisher
         self.names = [spec.name for spec in publisher.specs]
+        # Each shard's name, and the feed it is a shard of (its auth and allow_from apply).
+        self.shards = {s.name: shard_names(s.name, s.shards) for s in publisher.specs}
+        self.owners = {shard: feed for feed, names in self.shards.items() for shard in names}
         self.clock = clock
         self.publishing = publish
         self.entries: dict[str, FeedEntry] = {}  # what is served
@@ -77,6 +84,10 @@ class FeedCache:
         self._lock = threading.Lock()  # one refresh at a time; readers need no lock
 
     # -- reading (event loop) -----------------------------------------------------------------
+
+    def owner(self, name: str) -> str:
+        """The feed ``name`` is served for: its own, or the feed it is a shard of."""
+        return self.owners.get(name, name)
 
     def get(self, name: str, fmt: str) -> Rendered | None:
         """The current bytes of a feed's plain text (CSV/JSON: see :meth:`render`), or None
@@ -145,12 +156,12 @@ class FeedCache:
         for result in results:
             if result.build.overflow:
                 log.warning(
-                    "feed %s: %d of %d offenders left out (max_entries %d); "
+                    "feed %s: %d of %d offenders left out (limit %d); "
                     "the most recent and most repeated are published",
                     result.feed,
                     result.build.overflow,
                     len(result.build.matched),
-                    result.build.spec.max_entries,
+                    result.build.spec.capacity,
                 )
         log.info(
             "built feeds %s in %.2fs",
@@ -169,16 +180,32 @@ class FeedCache:
                 number = state.pinned if state.pinned is not None else numbers.get(name)
                 entry = self.entries.get(name)
                 if entry is not None and entry.served.version.number == number:
-                    if entry.served.state != state:
-                        entry = FeedEntry(Served(entry.served.version, state), entry.text)
-                    fresh[name] = entry
+                    for shown_name in (name, *self.shards[name]):  # the same version
+                        kept = self.entries.get(shown_name)
+                        if kept is not None and kept.served.state != state:
+                            kept = FeedEntry(Served(kept.served.version, state), kept.text)
+                        if kept is not None:
+                            fresh[shown_name] = kept
                     continue
                 shown = served(tx, name, state) if number is not None else None
                 if shown is None:
                     continue
                 fresh[name] = FeedEntry(shown, _text(shown))
                 changed.append(name)
-        self.entries = fresh  # one assignment: readers see old or new
+                parts = served_shards(tx, shown, len(self.shards[name]))
+                for shard, part in zip(self.shards[name], parts, strict=True):
+                    if part is None:  # 503 for it: never a shard of another version
+                        log.warning(
+                            "feed %s: version %d has no shard %s (published before the feed "
+                            "had as many shards): answering 503 for it",
+                            name,
+                            shown.version.number,
+                            shard,
+                        )
+                        continue
+                    fresh[shard] = FeedEntry(part, _text(part))
+                    changed.append(shard)
+        self.entries = fresh  # one assignment: readers see old or new, shards included
         for name, entry in fresh.items():
             version = entry.served.version
             metrics.FEED_ENTRIES.labels(name).set(version.entries)

@@ -8,7 +8,7 @@ tree (``tree``) from plain values (``kit``), then rendered as CLI or as FortiMan
 
 from __future__ import annotations
 
-from .consume import DENY_POLICY, consume_plan, resource_names
+from .consume import DENY_POLICY, consume_plan, resource_name, resource_names
 from .fortimanager import fortimanager_json
 from .kit import (
     RELEASES,
@@ -21,6 +21,7 @@ from .kit import (
     default_expiry,
     expiry_text,
     feed_url,
+    shard_url,
 )
 from .poll import poll_plan
 from .tree import Plan, render
@@ -42,7 +43,9 @@ __all__ = [
     "fortigate_config",
     "fortimanager_json",
     "render",
+    "resource_name",
     "resource_names",
+    "shard_url",
 ]
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ..config.limits import DEFAULT_MAX_ENTRIES, PRESETS
+from ..config.limits import DEFAULT_MAX_ENTRIES, PRESETS, preset_for
 from .kit import FeedTarget, Kit
 from .tree import (
+    NAME_LIMIT,
     Comment,
     Move,
     Node,
@@ -21,15 +22,24 @@ DENY_POLICY = "banfeed-deny"
 IDENTITY_CHECK_FROM = {"7.0": "7.0.8", "7.2": "7.2.4"}
 
 
+def resource_name(feed: str, shard: int | None = None) -> str:
+    """``banfeed-NAME``, or ``banfeed-NAME-k`` for shard k, cut to FortiOS's 35 characters
+    (a shard's number is kept: the cut falls before it)."""
+    if shard is None:
+        return short_name(f"banfeed-{feed}")
+    suffix = f"-{shard}"
+    return short_name(f"banfeed-{feed}")[: NAME_LIMIT - len(suffix)] + suffix
+
+
 def resource_names(feeds: tuple[FeedTarget, ...] | list[FeedTarget]) -> dict[str, str]:
-    """``banfeed-NAME`` per feed, cut to FortiOS's 35 characters and kept unique."""
+    """``resource_name`` per feed (or shard: by ``served_as``), kept unique."""
     found: dict[str, str] = {}
     for number, feed in enumerate(feeds, 1):
-        name = short_name(f"banfeed-{feed.name}")
+        name = resource_name(feed.name, feed.shard)
         if name in found.values():
             suffix = f"-{number}"
-            name = short_name(f"banfeed-{feed.name}")[: 35 - len(suffix)] + suffix
-        found[feed.name] = name
+            name = name[: NAME_LIMIT - len(suffix)] + suffix
+        found[feed.served_as] = name
     return found
 
 
@@ -43,6 +53,9 @@ def consume_plan(kit: Kit, plan: Plan) -> None:
             )
     if not feeds:
         return
+    for feed in feeds:
+        _shard_limits(feed, plan)
+    feeds = [part for feed in feeds for part in feed.parts()]  # a shard is a resource of its own
     resources = resource_names(feeds)
     if any(feed.https for feed in feeds):
         plan.sections.append(_ca(kit))
@@ -77,8 +90,11 @@ def _resources(kit: Kit, feeds: list[FeedTarget], resources: dict[str, str], pla
     nodes.extend(_limits(kit, feeds, plan))
     entries: list[Node] = []
     for feed in feeds:
+        what = f"shard {feed.shard} of " if feed.shard is not None else ""
         body: list[Node] = [
-            names("comments", f"banfeed feed {feed.name}, at most {feed.max_entries} entries"),
+            names(
+                "comments", f"banfeed {what}feed {feed.name}, at most {feed.max_entries} entries"
+            ),
             keyword("type", "address"),
             names("resource", feed.url),
             keyword("refresh-rate", kit.refresh),
@@ -93,10 +109,12 @@ def _resources(kit: Kit, feeds: list[FeedTarget], resources: dict[str, str], pla
                 )
         if feed.https:
             body.append(keyword("server-identity-check", "full"))
-        if feed.allow_from:
+        if feed.allow_from and feed.shard in (None, 1):
             allowed = ", ".join(str(net) for net in feed.allow_from)
             entries.append(Comment(f"{feed.name} answers only to {allowed}: fetch from there"))
-        entries.append(edit(resources[feed.name], *body))
+        if feed.shard == 1:
+            entries.append(Comment(f"{feed.name}: one resource a shard, worst offenders first"))
+        entries.append(edit(resources[feed.served_as], *body))
     nodes.append(block("system external-resource", *entries))
     if any(feed.username for feed in feeds):
         nodes.append(Comment("banfeed never prints a password: type it at <the feed password>"))
@@ -111,10 +129,11 @@ def _limits(kit: Kit, feeds: list[FeedTarget], plan: Plan) -> list[Node]:
         limit = PRESETS["fortios-7.2"].entries
         notes.append(Comment(f"FortiOS {kit.release} loads at most {limit} entries (10 MB) a feed"))
         for feed in feeds:
-            if feed.max_entries > limit:
+            if feed.max_entries > limit and feed.shard in (None, 1):
                 plan.warnings.append(
-                    f"feed {feed.name}: max_entries {feed.max_entries} is over the {limit} a "
-                    f'FortiOS {kit.release} feed loads; set max_entries = "fortios-{kit.release}"'
+                    f"feed {feed.name}: limit {feed.max_entries} is over the {limit} a "
+                    f'FortiOS {kit.release} feed loads; set limit = "fortios-{kit.release}"'
+                    + (" (each shard holds limit entries)" if feed.shard else "")
                 )
         return notes
     shared = PRESETS["fortios-7.4" if kit.release == "7.4" else "fortios-7.6-entry"].entries
@@ -129,7 +148,7 @@ def _limits(kit: Kit, feeds: list[FeedTarget], plan: Plan) -> list[Node]:
     if total > shared and kit.release == "7.4":
         plan.warnings.append(
             f"the feeds add up to {total} entries, over the {shared} a FortiOS 7.4.4+ device "
-            "loads across all its IP feeds: the newest are dropped; lower max_entries"
+            "loads across all its IP feeds: the newest are dropped; lower limit (or shards)"
         )
     elif total > PRESETS["fortios-7.6-entry"].entries:
         plan.warnings.append(
@@ -137,8 +156,21 @@ def _limits(kit: Kit, feeds: list[FeedTarget], plan: Plan) -> list[Node]:
             "(1000000) or high-end models only; entry-level models load 300000"
         )
     if all(feed.max_entries == DEFAULT_MAX_ENTRIES for feed in feeds) and len(feeds) == 1:
-        notes.append(Comment('more room: max_entries = "fortios-7.4" or a preset of your model'))
+        notes.append(Comment('more room: limit = "fortios-7.4" or a preset of your model'))
     return notes
+
+
+def _shard_limits(feed: FeedTarget, plan: Plan) -> None:
+    """A shared preset (all IP feeds of a device together) split into shards still fills one
+    device: sharding is for per-feed limits (FortiOS before 7.4.4, a VM02)."""
+    preset = preset_for(feed.max_entries)
+    if feed.shards > 1 and preset is not None and preset.shared:
+        plan.warnings.append(
+            f"feed {feed.name}: {feed.shards} shards of limit {feed.max_entries} "
+            f"({preset.name}) publish up to {feed.shards * feed.max_entries} entries, but "
+            f"{preset.consumer} load {preset.entries} across all IP feeds together: give a "
+            'per-feed limit ("fortios-7.2", "fortios-vm02") to shard, or shards = 1'
+        )
 
 
 def _interfaces(kit: Kit) -> tuple[str, ...]:
@@ -147,8 +179,8 @@ def _interfaces(kit: Kit) -> tuple[str, ...]:
 
 def _deny(kit: Kit, feeds: list[FeedTarget], resources: dict[str, str]) -> Section:
     section = Section("consume: deny what the feeds list, above every accept policy")
-    v4 = [resources[f.name] for f in feeds if f.ipv4]
-    v6 = [resources[f.name] for f in feeds if f.ipv6]
+    v4 = [resources[f.served_as] for f in feeds if f.ipv4]
+    v6 = [resources[f.served_as] for f in feeds if f.ipv6]
     body: list[Node] = [
         names("name", DENY_POLICY),
         names("srcintf", *_interfaces(kit)),
@@ -187,7 +219,7 @@ def _local_in(kit: Kit, feeds: list[FeedTarget], resources: dict[str, str]) -> S
     interfaces = _interfaces(kit)
     groups = [interfaces] if kit.release == "7.6" else [(i,) for i in interfaces]
     for path, family in (("firewall local-in-policy", "ipv4"), ("firewall local-in-policy6", "")):
-        sources = [resources[f.name] for f in feeds if (f.ipv4 if family else f.ipv6)]
+        sources = [resources[f.served_as] for f in feeds if (f.ipv4 if family else f.ipv6)]
         if not sources:
             continue
         policies = [

@@ -3,6 +3,7 @@ FortiOS release, the role of the FortiGate being configured."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,8 +27,24 @@ class FeedTarget:
     family: Literal["ipv4", "ipv6", "any"] = "any"
     auth: Literal["none", "basic", "bearer"] = "none"
     username: str | None = None
-    max_entries: int = 131072
+    max_entries: int = 131072  # the feed's ``limit``: what one resource may hold
     allow_from: tuple[IPNetwork, ...] = ()
+    shards: int = 1  # over 1: one external resource per shard (``parts``)
+    shard: int | None = None  # this target is shard N of feed ``name``
+
+    def parts(self) -> list[FeedTarget]:
+        """What FortiGates pull: the feed itself, or each shard (``NAME-1.txt`` …)."""
+        if self.shards == 1:
+            return [self]
+        return [
+            dataclasses.replace(self, url=shard_url(self.url, k), shards=1, shard=k)
+            for k in range(1, self.shards + 1)
+        ]
+
+    @property
+    def served_as(self) -> str:
+        """The name it is served by: ``NAME`` or ``NAME-k``."""
+        return self.name if self.shard is None else f"{self.name}-{self.shard}"
 
     @property
     def ipv4(self) -> bool:
@@ -79,6 +96,11 @@ def feed_url(base_url: str, feed: str) -> str:
     if base_url.endswith(".txt"):
         return base_url
     return f"{base_url.rstrip('/')}/feeds/{feed}.txt"
+
+
+def shard_url(feed_url: str, shard: int) -> str:
+    """The URL of shard ``shard`` beside the feed's: ``…/NAME.txt`` → ``…/NAME-2.txt``."""
+    return f"{feed_url.removesuffix('.txt')}-{shard}.txt"
 
 
 def default_expiry(collect_interval: int) -> int:
