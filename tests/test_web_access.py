@@ -1,13 +1,16 @@
 """Who may use the dashboard and the API: users and their hashes, sign-in, sessions, the proxy
-header, and a walk over every route of the app proving each write refuses anonymous, viewer and
-cross-site requests (on a real SQLite store, the whole app in process)."""
+header, and a walk over every route of the app proving each write refuses anonymous requests,
+viewers (signed in or by API token), cross-site cookie requests, missing or wrong CSRF tokens and
+wrong, revoked or expired API tokens (on a real SQLite store, the whole app in process)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.routing import Mount, Route
 from webkit import (
@@ -27,7 +30,7 @@ from webkit import (
 
 from banfeed.models import Role
 from banfeed.store import open_store
-from banfeed.web import accounts
+from banfeed.web import accounts, tokens
 from conftest import T0, Clock, cli
 
 
@@ -240,6 +243,7 @@ def concrete(path: str) -> str:
     return (
         path.replace("{ip}", "45.33.1.1")
         .replace("{name}.{fmt}", "all.txt")
+        .replace("{name}", "all")
         .replace("{path}", "style.css")
     )
 
@@ -262,35 +266,135 @@ def test_the_route_walk_sees_the_dashboard_and_api(site: App) -> None:
     assert len([w for w in writes if w[1] not in SESSION_WRITES]) >= 6
 
 
-def test_every_write_route_refuses_anonymous_viewer_and_cross_site_requests(site: App) -> None:
-    anonymous = client(site)
-    viewer = client(site)
-    viewer_csrf = sign_in(viewer, *VIEWER)
-    admin = client(site)
-    admin_csrf = sign_in(admin, *ADMIN)
+def write_routes(site: App) -> list[tuple[str, str]]:
+    """Every state-changing route but sign-in and sign-out."""
+    return [(m, p) for m, p in app_routes(site) if m in WRITES and p not in SESSION_WRITES]
+
+
+def api(path: str) -> bool:
+    return path.startswith("/api/")
+
+
+def token_attempt(browser: Client, method: str, path: str, token: str) -> httpx.Response:
+    """A script's request: an ``Authorization: Bearer`` token, no cookie, CSRF token or Origin."""
+    body = {"target": "45.33.1.1", "note": "route walk"}
+    headers = {"Authorization": f"Bearer {token}"}
+    if api(path):
+        return browser.request(method, concrete(path), json=body, headers=headers)
+    return browser.request(method, concrete(path), data=body, headers=headers)
+
+
+@contextmanager
+def nothing_done(site: App) -> Iterator[None]:
+    """The walk inside changes nothing: no event, no new store version."""
     before = events(site)
     with site.daemon.store.read() as tx:
         version = tx.store_version()
-    for method, path in app_routes(site):
-        if method not in WRITES or path in SESSION_WRITES:
-            continue
-        where = f"{method} {path}"
-        assert attempt(anonymous, method, path, None, ORIGIN) == 401, where
-        assert attempt(anonymous, method, path, "forged", ORIGIN) == 401, where
-        assert attempt(viewer, method, path, viewer_csrf, ORIGIN) == 403, where
-        assert attempt(admin, method, path, None, ORIGIN) == 403, where  # no token
-        assert attempt(admin, method, path, "x" + admin_csrf, ORIGIN) == 403, where
-        assert attempt(admin, method, path, viewer_csrf, ORIGIN) == 403, where  # another's
-        assert attempt(admin, method, path, admin_csrf, "https://evil.test") == 403, where
-        assert attempt(admin, method, path, admin_csrf, "null") == 403, where
-    assert events(site) == before  # nothing was done
+    yield
+    assert events(site) == before
     with site.daemon.store.read() as tx:
         assert tx.store_version() == version
-    # The same requests, from the admin, same-site, with the token, are done (not refused):
-    for method, path in app_routes(site):
-        if method in WRITES and path not in SESSION_WRITES:
-            assert attempt(admin, method, path, admin_csrf, ORIGIN) in (200, 303, 400), path
+
+
+def token(site: App, name: str, role: Role, expires_in: int | None = None) -> str:
+    _, secret = tokens.add_token(
+        site.daemon.store, name, role, expires_in=expires_in, note=None, actor="t", now=T0
+    )
+    return secret
+
+
+def test_every_write_route_refuses_anonymous_requests(site: App) -> None:
+    anonymous = client(site)
+    with nothing_done(site):
+        for method, path in write_routes(site):
+            where = f"{method} {path}"
+            assert attempt(anonymous, method, path, None, ORIGIN) == 401, where
+            assert attempt(anonymous, method, path, "forged", ORIGIN) == 401, where
+            answer = token_attempt(anonymous, method, path, "")  # "Bearer " and nothing
+            assert answer.status_code == 401, where
+
+
+def test_every_write_route_refuses_viewers_signed_in_or_by_token(site: App) -> None:
+    viewer = client(site)
+    viewer_csrf = sign_in(viewer, *VIEWER)
+    script = client(site, "198.51.100.20")
+    secret = token(site, "grafana", Role.VIEWER)
+    with nothing_done(site):
+        for method, path in write_routes(site):
+            where = f"{method} {path}"
+            assert attempt(viewer, method, path, viewer_csrf, ORIGIN) == 403, where
+            # a token counts on the API only: on a page it is no sign-in at all
+            expected = 403 if api(path) else 401
+            assert token_attempt(script, method, path, secret).status_code == expected, where
+
+
+def test_every_write_route_refuses_cross_site_cookie_requests(site: App) -> None:
+    admin = client(site)
+    admin_csrf = sign_in(admin, *ADMIN)
+    with nothing_done(site):
+        for method, path in write_routes(site):
+            where = f"{method} {path}"
+            assert attempt(admin, method, path, admin_csrf, "https://evil.test") == 403, where
+            assert attempt(admin, method, path, admin_csrf, "null") == 403, where
+
+
+def test_every_write_route_refuses_a_missing_or_wrong_csrf_token(site: App) -> None:
+    admin = client(site)
+    admin_csrf = sign_in(admin, *ADMIN)
+    viewer_csrf = sign_in(client(site), *VIEWER)
+    with nothing_done(site):
+        for method, path in write_routes(site):
+            where = f"{method} {path}"
+            assert attempt(admin, method, path, None, ORIGIN) == 403, where  # no token
+            assert attempt(admin, method, path, "x" + admin_csrf, ORIGIN) == 403, where
+            assert attempt(admin, method, path, viewer_csrf, ORIGIN) == 403, where  # another's
+
+
+def test_every_write_route_refuses_wrong_revoked_and_expired_tokens(site: App) -> None:
+    script = client(site, "198.51.100.20")
+    revoked = token(site, "old", Role.ADMIN)
+    tokens.revoke_token(site.daemon.store, "old")
+    expired = token(site, "brief", Role.ADMIN, expires_in=60)
+    site.clock.now = T0 + 60
+    with nothing_done(site):
+        for method, path in write_routes(site):
+            for secret in ("bft_" + "A" * 43, revoked, expired):
+                answer = token_attempt(script, method, path, secret)
+                assert answer.status_code == 401, f"{method} {path}"
+                if api(path):
+                    assert answer.headers["www-authenticate"].startswith("Bearer "), path
+
+
+def test_a_token_request_with_an_admin_cookie_is_judged_on_the_token(site: App) -> None:
+    admin = client(site)
+    admin_csrf = sign_in(admin, *ADMIN)
+    secret = token(site, "grafana", Role.VIEWER)
+    headers = {"Authorization": f"Bearer {secret}", "X-CSRF-Token": admin_csrf, "Origin": ORIGIN}
+    with nothing_done(site):
+        for method, path in write_routes(site):
+            if api(path):
+                body = {"target": "45.33.1.1"}
+                answer = admin.request(method, concrete(path), json=body, headers=headers)
+                assert answer.status_code == 403, path
+
+
+def test_every_write_route_is_done_for_a_signed_in_admin(site: App) -> None:
+    admin = client(site)
+    admin_csrf = sign_in(admin, *ADMIN)
+    # The requests refused above, from the admin, same-site, with the CSRF token, are done:
+    for method, path in write_routes(site):
+        assert attempt(admin, method, path, admin_csrf, ORIGIN) in (200, 303, 400), path
     assert {(kind, actor) for kind, actor, _ in events(site)} >= {("unbanned", "alice")}
+
+
+def test_every_api_write_is_done_for_an_admin_token(site: App) -> None:
+    script = client(site, "198.51.100.20")
+    secret = token(site, "ci", Role.ADMIN)
+    for method, path in write_routes(site):
+        if api(path):
+            answer = token_attempt(script, method, path, secret)
+            assert answer.status_code in (200, 400), f"{path}: {answer.text}"
+    assert ("unbanned", "token:ci", "45.33.1.1") in events(site)
 
 
 def test_every_read_route_needs_a_session_but_health_and_feeds_stay_open(site: App) -> None:

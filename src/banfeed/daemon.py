@@ -32,6 +32,7 @@ from .cycles import push_after_cycle
 from .errors import BanfeedError, ConfigError
 from .push import Backoff, FeedSync
 from .server import FeedCache, GuardedServer, ServerState, connection_limits, create_app
+from .server.auth import status_access
 from .store import open_store
 from .store.leases import Leases
 from .store.lock import WriterLock, acquire_writer_lock
@@ -94,6 +95,7 @@ class Daemon:
             interval=config.collect.interval,
             collecting=collect,
             trusted_proxies=tuple(config.server.trusted_proxies),
+            status=status_access(config.server, config.base_dir),  # secrets read: fail fast
         )
         self._stop = asyncio.Event()
         self._woken = asyncio.Event()  # a reload: the collection loop polls the new fleet now

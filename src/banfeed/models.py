@@ -257,3 +257,21 @@ class User:
     created: int
     created_by: str
     session_epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """An API token of ``/api/v1`` (``banfeed token add``): the store keeps its SHA-256, never
+    the token. ``expires`` and ``last_used`` are None for never."""
+
+    name: str
+    role: Role
+    token_hash: str = field(repr=False)
+    created: int
+    created_by: str
+    expires: int | None = None
+    last_used: int | None = None
+    note: str | None = None
+
+    def expired(self, now: int) -> bool:
+        return self.expires is not None and now >= self.expires

@@ -2,7 +2,8 @@
 
 One module a noun: devices (check, collect), offenders (list, show, ban, unban, import,
 prune), allow, feeds (feeds, history, diff, rollback, release, approve, export, verify),
-setup (fortigate-config), store (init, db), daemon (run, serve), trying (demo, simulate).
+setup (fortigate-config), store (init, db), daemon (run, serve), trying (demo, simulate),
+users (user …), tokens (token …).
 
 Exit codes: 0 ok; 1 the command ran but something failed (a device, a missing offender);
 2 usage or configuration error. Only this package turns errors into messages and exit codes.
@@ -18,6 +19,7 @@ from . import (  # noqa: F401
     offenders,
     setup,
     store,
+    tokens,
     trying,
     users,
 )

@@ -144,6 +144,7 @@ READ_ONLY_COMMANDS = frozenset(
         "feeds diff",
         "allow list",
         "user list",
+        "token list",
     }
 )
 

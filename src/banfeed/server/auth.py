@@ -1,16 +1,23 @@
-"""Who may fetch a feed: HTTP basic or bearer credentials, and consumer networks."""
+"""Who may fetch a feed — and ``/metrics`` and the status page (``[server.status]``): HTTP
+basic or bearer credentials, and consumer networks."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import SecretStr
 
+from ..config import FeedAuthConfig, ServerConfig, read_secret
 from ..errors import InputError
+from ..models import AuthKind
 from ..net import IPNetwork, NetworkSet, parse_address
+
+STATUS_REALM = "banfeed status"
 
 
 @dataclass(frozen=True)
@@ -57,9 +64,52 @@ class FeedAccess:
         password_ok = hmac.compare_digest(password, expected)
         return bool(sep) and user_ok and password_ok
 
+    def refusal(self, host: str, header: str | None) -> int | None:
+        """403 for a client outside ``allow_from`` (whatever its credentials: checked first),
+        401 for missing or wrong credentials; None: it may."""
+        if not self.client_allowed(host):
+            return 403
+        return None if self.authorized(header) else 401
+
     def challenge(self, feed: str) -> str:
-        realm = f'realm="banfeed feed {feed}"'
-        return f'Basic {realm}, charset="UTF-8"' if self.kind == "basic" else f"Bearer {realm}"
+        return self.challenge_for(f"banfeed feed {feed}")
+
+    def challenge_for(self, realm: str) -> str:
+        quoted = f'realm="{realm}"'
+        return f'Basic {quoted}, charset="UTF-8"' if self.kind == "basic" else f"Bearer {quoted}"
+
+
+def access_from(
+    auth: FeedAuthConfig, allow_from: Sequence[IPNetwork], where: str, base_dir: Path
+) -> FeedAccess:
+    """The access an ``auth`` table and its networks describe, its secret read now: a missing
+    one is a ConfigError naming ``where`` (so nothing is served without its protection)."""
+    secret = None
+    if auth.type == "basic":
+        secret = read_secret(
+            f"{where}.password",
+            auth.password,
+            auth.password_env,
+            auth.password_file,
+            base_dir,
+            what="password clients send",
+        )
+    elif auth.type == "bearer":
+        secret = read_secret(
+            f"{where}.token",
+            auth.token,
+            auth.token_env,
+            auth.token_file,
+            base_dir,
+            what="token clients send",
+        )
+    return FeedAccess(AuthKind(auth.type), auth.username, secret, tuple(allow_from))
+
+
+def status_access(server: ServerConfig, base_dir: Path) -> FeedAccess:
+    """Who may fetch ``/metrics`` and ``/`` (``[server.status]``; open by default)."""
+    status = server.status
+    return access_from(status.auth, status.allow_from, "server.status.auth", base_dir)
 
 
 def real_client(peer: str, forwarded_for: list[str], trusted: tuple[IPNetwork, ...]) -> str:

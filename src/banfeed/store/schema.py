@@ -57,6 +57,11 @@ offenders = Table(
     Column("changed", BigInteger, nullable=False, server_default="0"),
     Index(None, "active_until"),
     Index(None, "changed"),
+    # The dashboard's sorts (``Tx.iter_offenders_sorted``): a page is an index range, not a
+    # sort of every active row (bench/search_load.py).
+    Index(None, "last_offense", "sort_key"),
+    Index(None, "first_offense", "sort_key"),
+    Index(None, "offense_count", "sort_key"),
 )
 
 offenses = Table(
@@ -225,4 +230,20 @@ users = Table(
     Column("created", BigInteger, nullable=False),
     Column("created_by", String(128), nullable=False),
     Column("session_epoch", Integer, nullable=False, server_default="0"),
+)
+
+# API tokens (`banfeed token add`): the SHA-256 of each token, never the token. A token is 256
+# random bits, so a fast unsalted hash is enough (a guess costs the same as a brute force of
+# SHA-256 itself); the unique hash is how a presented token is found.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),  # viewer | admin
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created", BigInteger, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("expires", BigInteger, nullable=True),
+    Column("last_used", BigInteger, nullable=True),
+    Column("note", Text, nullable=True),
 )

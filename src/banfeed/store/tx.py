@@ -12,6 +12,8 @@ from ._feeds import FeedQueries
 from ._filters import FilterQueries
 from ._offenders import OffenderQueries
 from ._search import SearchQueries
+from ._stats import StatsQueries
+from ._tokens import TokenQueries
 from ._users import UserQueries
 
 
@@ -22,6 +24,8 @@ class Tx(
     FeedQueries,
     FilterQueries,
     SearchQueries,
+    StatsQueries,
+    TokenQueries,
     UserQueries,
 ):
     """Everything inside one ``with store.read()`` / ``with store.write()`` block commits

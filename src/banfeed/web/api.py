@@ -1,5 +1,6 @@
 """``/api/v1/``: JSON for scripts and the dashboard's own pages. Handlers parse, make one core
-call, answer; errors are ``{"error": "..."}`` with 400 (bad input), 404, 401 or 403."""
+call, answer; errors are ``{"error": "..."}`` with 400 (bad input), 404, 401 or 403. A session
+cookie or an API token (``Authorization: Bearer``) says who asks: see ``sessions.guarded``."""
 
 from __future__ import annotations
 
@@ -45,8 +46,14 @@ def routes(web: Web) -> list[Route]:
 
     @viewer
     async def me(_request: Request, session: Session) -> Response:
-        user = session.user
-        return JSONResponse({"user": user.name, "role": user.role.value, "csrf": session.csrf})
+        return JSONResponse(
+            {
+                "user": session.actor,
+                "role": session.role.value,
+                "csrf": session.csrf or None,
+                "token": session.token,
+            }
+        )
 
     @viewer
     async def offenders(request: Request, _session: Session) -> Response:
@@ -85,6 +92,14 @@ def routes(web: Web) -> list[Route]:
     async def summary(_request: Request, _session: Session) -> Response:
         return await _call(lambda: overview.overview(web).record())
 
+    @viewer
+    async def series(request: Request, _session: Session) -> Response:
+        try:
+            span = overview.parse_range(request.query_params.get("range"))
+        except InputError as exc:
+            return _error(400, str(exc))
+        return await _call(lambda: overview.series(web, span).record())
+
     def action(name: Action) -> Route:
         async def handler(request: Request, session: Session) -> Response:
             raw = await request.body()
@@ -99,7 +114,7 @@ def routes(web: Web) -> list[Route]:
                 return _error(400, f'send a JSON object like {{"target": "…"}}: {exc}')
             except InputError as exc:
                 return _error(400, str(exc))
-            return await _call(act, web, name, body, session.user.name)
+            return await _call(act, web, name, body, session.actor)
 
         return Route(f"{PREFIX}/{name}", guarded(web, api=True)(handler), methods=["POST"])
 
@@ -110,6 +125,7 @@ def routes(web: Web) -> list[Route]:
         Route(f"{PREFIX}/openapi.json", openapi, methods=["GET"]),
         Route(f"{PREFIX}/me", me, methods=["GET"]),
         Route(f"{PREFIX}/overview", summary, methods=["GET"]),
+        Route(f"{PREFIX}/overview/series", series, methods=["GET"]),
         Route(f"{PREFIX}/offenders", offenders, methods=["GET"]),
         Route(f"{PREFIX}/offenders/{{ip}}", offender, methods=["GET"]),
         Route(f"{PREFIX}/feeds", feeds, methods=["GET"]),

@@ -21,7 +21,7 @@ from ..models import Role
 from ..net import parse_address
 from ..timeutil import iso
 from . import accounts, overview
-from .actions import ACTIONS, Action, ActionBody, act
+from .actions import ACTIONS, Action, ActionBody, act, everywhere_devices
 from .context import Web
 from .search import SORTS, STATES, OffenderQuery, search
 from .sessions import (
@@ -48,6 +48,9 @@ STATIC = Path(__file__).parent / "static"
 CONSEQUENCES = {
     "unban": "Every feed stops publishing it at the next refresh (about a second); a later "
     "offense from a FortiGate lists it again.",
+    "unban-everywhere": "As unban, and then it is released from the quarantine of every "
+    "configured FortiGate (each needs its API admin's authgrp read-write: banfeed "
+    "fortigate-config --unban-everywhere prints it), as banfeed unban --everywhere does.",
     "ban": "Every feed publishes it, whatever the FortiGates report, until the ban expires "
     "or it is unbanned.",
     "allow": "No feed publishes it while the entry lasts; a large drop is held by the "
@@ -81,7 +84,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
     def page(name: str, session: Session | None, status: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(name).render(
-            user=session.user if session else None,
+            user=session,
             csrf=session.csrf if session else "",
             **context,
         )
@@ -91,8 +94,8 @@ def routes(web: Web) -> list[BaseRoute]:
         return RedirectResponse(f"{BASE}/", status_code=308)
 
     @viewer
-    async def home(_request: Request, session: Session) -> Response:
-        found = await asyncio.to_thread(overview.overview, web)
+    async def home(request: Request, session: Session) -> Response:
+        found = await asyncio.to_thread(overview.page, web, request.query_params.get("range"))
         return page(
             "overview.html",
             session,
@@ -147,6 +150,7 @@ def routes(web: Web) -> list[BaseRoute]:
             action=action,
             target=target,
             consequence=CONSEQUENCES[action],
+            devices=everywhere_devices(web.host.config),
             error=None,
         )
 
@@ -157,7 +161,7 @@ def routes(web: Web) -> list[BaseRoute]:
             target = data.get("target", "").strip()
             try:
                 body = ActionBody.parse(data)
-                await asyncio.to_thread(act, web, name, body, session.user.name)
+                result = await asyncio.to_thread(act, web, name, body, session.actor)
             except (InputError, ConfigError) as exc:
                 return page(
                     "confirm.html",
@@ -166,10 +170,13 @@ def routes(web: Web) -> list[BaseRoute]:
                     action=name,
                     target=target,
                     consequence=CONSEQUENCES[name],
+                    devices=everywhere_devices(web.host.config),
                     error=str(exc),
                 )
             except BanfeedError as exc:
                 return page("error.html", session, 503, message=f"the store failed: {exc}")
+            if name == "unban-everywhere":  # each device's outcome, on the page that follows
+                return page("confirm.html", session, action=name, target=target, result=result)
             try:
                 shown = str(parse_address(target))
             except InputError:  # a network: the overview shows the feeds it changes
@@ -220,8 +227,8 @@ def routes(web: Web) -> list[BaseRoute]:
         return response
 
     async def logout(_request: Request, session: Session) -> Response:
-        await asyncio.to_thread(accounts.end_sessions, web.host.store, session.user.name)
-        log.info("dashboard logout: %s", session.user.name)
+        await asyncio.to_thread(accounts.end_sessions, web.host.store, session.name)
+        log.info("dashboard logout: %s", session.name)
         response = RedirectResponse(f"{BASE}/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

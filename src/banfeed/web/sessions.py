@@ -6,6 +6,10 @@ every request, so removing a user, a new password or a logout ends it at once, a
 ``[dashboard] session_ttl`` after login. Every state-changing request must carry the session's
 CSRF token (a form field ``csrf`` or the ``X-CSRF-Token`` header) and, when the browser says
 where it comes from (``Origin``, else ``Referer``), come from this site.
+
+On ``/api/v1`` only, ``Authorization: Bearer <token>`` names an API token instead (``tokens``):
+such a request is judged on the token alone — cookies and the proxy header are ignored — and
+needs no CSRF token or origin, since a browser never sends a bearer token on its own.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ..errors import InputError
 from ..models import Role, User
 from ..net import NetworkSet, parse_address
 from .context import Web
+from .tokens import authenticate_token
 
 log = logging.getLogger("banfeed.dashboard")
 
@@ -36,6 +41,7 @@ LOGIN_COOKIE = "banfeed_login"  # the CSRF token of the login form, before any s
 LOGIN_TTL = 3600
 CSRF_HEADER = "x-csrf-token"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+API_CHALLENGE = 'Bearer realm="banfeed api"'
 
 # On every dashboard and API answer: no framing, no third-party anything, no caching.
 SECURITY_HEADERS = {
@@ -52,9 +58,22 @@ SECURITY_HEADERS = {
 
 @dataclass(frozen=True)
 class Session:
-    user: User
-    csrf: str
+    """Who is asking: a signed-in user (a cookie or the proxy header) or an API token."""
+
+    name: str  # the user's, or the token's
+    role: Role
+    csrf: str = ""  # "" for a token: it carries no ambient authority to forge
     cookie: str | None = None  # a new cookie to set (a proxy-header login)
+    token: bool = False
+
+    @property
+    def actor(self) -> str:
+        """Who the audit events name: the user, or ``token:NAME``."""
+        return f"token:{self.name}" if self.token else self.name
+
+    @classmethod
+    def of(cls, user: User, csrf: str, cookie: str | None = None) -> Session:
+        return cls(user.name, user.role, csrf, cookie)
 
 
 def _serializer(web: Web, salt: str) -> URLSafeSerializer:
@@ -120,12 +139,25 @@ def current(web: Web, request: Request) -> Session | None:
     proxied = _from_proxy(web, request)
     if isinstance(proxied, User):
         if found is not None and found[0].name == proxied.name:
-            return Session(proxied, found[1])
+            return Session.of(proxied, found[1])
         cookie, csrf = session_cookie(web, proxied)
-        return Session(proxied, csrf, cookie)
+        return Session.of(proxied, csrf, cookie)
     if proxied is None or found is None:
         return None
-    return Session(*found)
+    return Session.of(*found)
+
+
+def bearer(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header; None without one. Other schemes are
+    not ours (a browser may resend the status page's Basic credentials anywhere on the site)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def token_session(web: Web, presented: str) -> Session | None:
+    """The session of a live API token, else None (unknown, revoked or expired)."""
+    token = authenticate_token(web.host.store, presented, web.now())
+    return None if token is None else Session(token.name, token.role, token=True)
 
 
 def set_session(response: Response, request: Request, web: Web, value: str) -> None:
@@ -168,8 +200,10 @@ def csrf_ok(expected: str, given: str | None) -> bool:
 Handler = Callable[[Request, Session], Awaitable[Response]]
 
 
-def refusal(api: bool, status: int, message: str) -> Response:
+def refusal(api: bool, status: int, message: str, challenge: str | None = None) -> Response:
     headers = dict(SECURITY_HEADERS)
+    if challenge is not None:
+        headers["WWW-Authenticate"] = challenge
     if api:
         return JSONResponse({"error": message}, status_code=status, headers=headers)
     return PlainTextResponse(message + "\n", status_code=status, headers=headers)
@@ -180,19 +214,29 @@ def guarded(
 ) -> Callable[[Handler], Any]:
     """Wrap a handler: a session is required (``role`` at least); a state-changing request
     needs ``write_role`` (admin: only logout is open to viewers), this site's origin and the
-    session's CSRF token."""
+    session's CSRF token. On the API an ``Authorization: Bearer`` token stands instead of the
+    session (then neither origin nor CSRF token is asked)."""
 
     def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
-            session = current(web, request)
             write = request.method in WRITE_METHODS
+            presented = bearer(request) if api else None
+            session = current(web, request) if presented is None else token_session(web, presented)
+            if session is None and presented is not None:
+                client = request.client.host if request.client else "?"
+                log.warning("API request from %s with an unknown or expired token", client)
+                challenge = f'{API_CHALLENGE}, error="invalid_token"'
+                return refusal(api, 401, "unknown, revoked or expired API token", challenge)
             if session is None:
-                if api or write:
+                if api:
+                    message = "sign in (POST /dashboard/login) or send an API token"
+                    return refusal(api, 401, message, API_CHALLENGE)
+                if write:
                     return refusal(api, 401, "sign in first: POST /dashboard/login")
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"{LOGIN_PATH}?{urlencode({'next': target})}", 303)
-            if write:
+            if write and not session.token:
                 if not same_origin(web, request):
                     log.warning("cross-site %s %s refused", request.method, request.url.path)
                     return refusal(api, 403, "cross-site request refused")
@@ -205,8 +249,10 @@ def guarded(
                 if not csrf_ok(session.csrf, given):
                     return refusal(api, 403, "missing or wrong CSRF token; reload the page")
             needed = write_role if write else role
-            if needed is Role.ADMIN and session.user.role is not Role.ADMIN:
-                return refusal(api, 403, f"{session.user.name} is a viewer; this needs an admin")
+            if needed is Role.ADMIN and session.role is not Role.ADMIN:
+                scope = f'{API_CHALLENGE}, error="insufficient_scope"' if session.token else None
+                message = f"{session.actor} is a viewer; this needs an admin"
+                return refusal(api, 403, message, scope)
             response = await handler(request, session)
             if session.cookie is not None:
                 set_session(response, request, web, session.cookie)
