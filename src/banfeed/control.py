@@ -290,20 +290,22 @@ def _change_feed_state(
     tx.bump_version()
 
 
-def approve_feed(store: Store, feed: str, *, actor: str, now: int) -> bool:
+def approve_feed(store: Store, feed: str, *, actor: str, now: int, note: str | None = None) -> bool:
     """Release the mass-drop guard's hold on ``feed``; False if it was not held."""
     with store.write() as tx:
         state = tx.feed_states().get(feed)
         if state is None or state.held_since is None:
             return False
-        detail = f"released the hold on {feed}"
+        detail = _with_note(f"released the hold on {feed}", note)
         _change_feed_state(
             tx, state, EventKind.FEED_APPROVED, detail, actor, now, approved=now, approved_by=actor
         )
     return True
 
 
-def pin_feed(store: Store, feed: str, number: int, *, actor: str, now: int) -> FeedVersion:
+def pin_feed(
+    store: Store, feed: str, number: int, *, actor: str, now: int, note: str | None = None
+) -> FeedVersion:
     """Serve version ``number`` of ``feed`` (a rollback) until :func:`release_feed`."""
     with store.write() as tx:
         version = tx.feed_version(feed, number)
@@ -313,20 +315,20 @@ def pin_feed(store: Store, feed: str, number: int, *, actor: str, now: int) -> F
                 "see `banfeed feeds history`"
             )
         state = tx.feed_states().get(feed) or FeedState(feed)
-        detail = f"pinned {feed} to version {number}"
+        detail = _with_note(f"pinned {feed} to version {number}", note)
         _change_feed_state(
             tx, state, EventKind.FEED_PINNED, detail, actor, now, pinned=number, pinned_by=actor
         )
     return version
 
 
-def release_feed(store: Store, feed: str, *, actor: str, now: int) -> bool:
+def release_feed(store: Store, feed: str, *, actor: str, now: int, note: str | None = None) -> bool:
     """Stop serving a pinned version: publish the current build again. False if not pinned."""
     with store.write() as tx:
         state = tx.feed_states().get(feed)
         if state is None or state.pinned is None:
             return False
-        detail = f"released the pin on {feed}"
+        detail = _with_note(f"released the pin on {feed}", note)
         _change_feed_state(
             tx, state, EventKind.FEED_RELEASED, detail, actor, now, pinned=None, pinned_by=None
         )

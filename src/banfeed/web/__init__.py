@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import api, pages
+from . import api, feedapi, feedviews, lists_api, lists_pages, pages
 from .context import Host, Site, Web, signing_secret
 
 __all__ = ["Host", "Site", "Web", "dashboard_routes"]
@@ -20,4 +20,11 @@ def dashboard_routes(host: Host) -> list[BaseRoute]:
     if not host.config.dashboard.enabled:
         return []
     web = Web(host, signing_secret(host))
-    return [*api.routes(web), *pages.routes(web)]
+    return [
+        *api.routes(web),
+        *feedapi.routes(web),
+        *lists_api.routes(web),
+        *pages.routes(web),
+        *feedviews.routes(web),
+        *lists_pages.routes(web),
+    ]

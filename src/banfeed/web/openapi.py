@@ -7,6 +7,9 @@ from typing import Any
 
 from .. import __version__
 from .actions import ActionBody
+from .feedapi import FeedActionBody
+from .lists import AllowQuery, BanQuery, EventQuery
+from .overview import RANGES
 from .search import STATES, OffenderQuery
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -16,12 +19,17 @@ _ERROR_BODY = {"application/json": {"schema": _ERROR}}
 def _answers(description: str, schema: dict[str, Any], *, write: bool = False) -> dict[str, Any]:
     found: dict[str, Any] = {
         "200": {"description": description, "content": {"application/json": {"schema": schema}}},
-        "401": {"description": "not signed in", "content": _ERROR_BODY},
+        "401": {
+            "description": "not signed in, or an unknown, revoked or expired API token "
+            "(WWW-Authenticate: Bearer)",
+            "content": _ERROR_BODY,
+        },
     }
     if write:
         found["400"] = {"description": "refused input", "content": _ERROR_BODY}
         found["403"] = {
-            "description": "not an admin, cross-site, or a missing or wrong X-CSRF-Token",
+            "description": "not an admin (user or token), or with a session: cross-site, or "
+            "a missing or wrong X-CSRF-Token",
             "content": _ERROR_BODY,
         }
     return found
@@ -56,13 +64,16 @@ def _action(summary: str) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
-            "description": "Needs the admin role, this site's Origin and the X-CSRF-Token header "
-            "(the `csrf` of GET /api/v1/me). Writes an audit event with the user as actor.",
+            "description": "Needs the admin role. With a session: this site's Origin and the "
+            "X-CSRF-Token header (the `csrf` of GET /api/v1/me); with an API token "
+            "(Authorization: Bearer): neither. Writes an audit event with the user, or "
+            "`token:NAME`, as actor.",
             "parameters": [
                 {
                     "name": "X-CSRF-Token",
                     "in": "header",
-                    "required": True,
+                    "required": False,
+                    "description": "With a session cookie: required. With a token: ignored.",
                     "schema": {"type": "string"},
                 }
             ],
@@ -75,6 +86,102 @@ def _action(summary: str) -> dict[str, Any]:
     }
 
 
+def _feed_paths() -> dict[str, Any]:
+    """``/api/v1/feeds/{name}…``: one feed, its versions, a diff, and its three writes."""
+    obj = {"type": "object"}
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    missing = {"404": {"description": "no feed of that name", "content": _ERROR_BODY}}
+    bad = {"400": {"description": "a bad feed name or version", "content": _ERROR_BODY}}
+
+    def number(key: str, description: str) -> dict[str, Any]:
+        schema = {"type": "integer", "minimum": 1}
+        return {"name": key, "in": "query", "description": description, "schema": schema}
+
+    paths: dict[str, Any] = {
+        "/api/v1/feeds/{name}": {
+            "get": {
+                "summary": "One feed: its state as served (as in GET /api/v1/feeds) and "
+                "its `definition`",
+                "parameters": [name],
+                "responses": _answers("the feed", obj) | bad | missing,
+            }
+        },
+        "/api/v1/feeds/{name}/versions": {
+            "get": {
+                "summary": "Published versions, newest first (`banfeed feeds history`)",
+                "parameters": [name, number("limit", "How many (default 20, at most 1000).")],
+                "responses": _answers("feed, served, versions, more", obj) | bad | missing,
+            }
+        },
+        "/api/v1/feeds/{name}/diff": {
+            "get": {
+                "summary": "Lines added and removed between two versions (`feeds diff`)",
+                "parameters": [
+                    name,
+                    number("old", "Default: the version before `new`."),
+                    number("new", "Default: the served version."),
+                ],
+                "responses": _answers("feed, old, new, added, removed", obj) | bad | missing,
+            }
+        },
+    }
+    for action, summary in (
+        ("approve", "Release the mass-drop guard's hold: publish the current content"),
+        ("rollback", "Serve `version` (a pin) until released"),
+        ("release", "Stop serving the pinned version: publish the current build"),
+    ):
+        item = _action(summary)
+        post = item["post"]
+        post["parameters"] = [name, *post["parameters"]]
+        post["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": FeedActionBody.model_json_schema()}},
+        }
+        post["responses"] |= missing
+        paths[f"/api/v1/feeds/{{name}}/{action}"] = item
+    return paths
+
+
+def _list_paths() -> dict[str, Any]:
+    """The allowlist, bans, events and the CSV of a search (``lists_api``)."""
+    obj = {"type": "object"}
+    csv = {"text/csv": {"schema": {"type": "string"}}}
+    return {
+        "/api/v1/allowlist": {
+            "get": {
+                "summary": "The config's allowlist and protect ranges, and the store's entries",
+                "parameters": AllowQuery.parameters(),
+                "responses": _answers("{allowlist: [network, source, origin, …]}", obj),
+            }
+        },
+        "/api/v1/allowlist/remove": _action(
+            "Remove a store allowlist entry (`banfeed allow remove`; add: POST /api/v1/allow)"
+        ),
+        "/api/v1/bans": {
+            "get": {
+                "summary": "Manual and imported bans (`banfeed bans`), paged by offset",
+                "parameters": BanQuery.parameters(),
+                "responses": _answers("{bans, total, next, limit}", obj),
+            }
+        },
+        "/api/v1/events": {
+            "get": {
+                "summary": "The audit log, newest first (pass `next` as `cursor`)",
+                "parameters": EventQuery.parameters(),
+                "responses": _answers("{events, next, limit, window_full}", obj),
+            }
+        },
+        "/api/v1/offenders.csv": {
+            "get": {
+                "summary": "Every match of an offenders search as CSV (the search's parameters)",
+                "parameters": OffenderQuery.parameters(),
+                "responses": _answers("CSV with a header row", obj)
+                | {"200": {"description": "CSV with a header row", "content": csv}},
+            }
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     obj = {"type": "object"}
     ip = [{"name": "ip", "in": "path", "required": True, "schema": {"type": "string"}}]
@@ -84,10 +191,15 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "string"}}}},
             "securitySchemes": {
-                "session": {"type": "apiKey", "in": "cookie", "name": "banfeed_session"}
+                "session": {"type": "apiKey", "in": "cookie", "name": "banfeed_session"},
+                "token": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token of `banfeed token add` (bft_…)",
+                },
             },
         },
-        "security": [{"session": []}],
+        "security": [{"session": []}, {"token": []}],
         "paths": {
             "/api/v1/openapi.json": {
                 "get": {
@@ -104,8 +216,30 @@ def document() -> dict[str, Any]:
             },
             "/api/v1/overview": {
                 "get": {
-                    "summary": "Counts, feeds, devices and the last cycle of the overview page",
+                    "summary": "Counts, feeds (with consumers), devices and the last cycles of "
+                    "the overview page",
                     "responses": _answers("the overview", obj),
+                }
+            },
+            "/api/v1/overview/series": {
+                "get": {
+                    "summary": "Offenses, new offenders and expiries per time bucket, and the "
+                    "top causes, devices and VDOMs of the range",
+                    "parameters": [
+                        {
+                            "name": "range",
+                            "in": "query",
+                            "required": False,
+                            "description": "24h (hourly), 7d (6-hourly) or 30d (daily)",
+                            "schema": {"type": "string", "enum": list(RANGES), "default": "24h"},
+                        }
+                    ],
+                    "responses": _answers(
+                        "parallel arrays: time (bucket starts, epoch seconds), offenses, "
+                        "new_offenders, expiries; top: causes, devices, vdoms",
+                        obj,
+                    )
+                    | {"400": {"description": "an unknown range", "content": _ERROR_BODY}},
                 }
             },
             "/api/v1/offenders": {
@@ -136,7 +270,13 @@ def document() -> dict[str, Any]:
                 }
             },
             "/api/v1/unban": _action("Stop publishing an address or banned network"),
+            "/api/v1/unban-everywhere": _action(
+                "Unban, then release the offenders from every FortiGate's quarantine "
+                "(`devices`: each device's outcome)"
+            ),
             "/api/v1/ban": _action("Publish an address or network in every feed"),
             "/api/v1/allow": _action("Never publish an address or network"),
+            **_feed_paths(),
+            **_list_paths(),
         },
     }

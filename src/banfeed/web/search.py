@@ -7,21 +7,27 @@ network (``q``) selects the addresses inside it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import csv
+import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any, ClassVar, Literal, Self, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import StreamingResponse
 
 from .. import reports
 from ..errors import InputError
 from ..models import Offender, OffenderState
 from ..net import IPNetwork, parse_network, sort_key
 from ..policy import Allowlist, state
-from ..publish.render import offender_record
+from ..publish.render import CSV_COLUMNS, offender_record
+from ..timeutil import iso
 from .context import Web
 
 SORTS = (
@@ -39,10 +45,73 @@ MAX_LIMIT = 500
 MAX_OFFSET = 10_000  # deeper pages: follow the cursor
 
 
-class OffenderQuery(BaseModel):
-    """The parameters of a search, as the page's form and the API take them."""
+class Query(BaseModel):
+    """Parameters of a dashboard page and its API twin, parsed once from the query string.
+    ``LISTS`` name the fields that take several values (repeated, or comma-separated)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    LISTS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Sequence[str]]) -> Self:
+        """From query parameters (repeated ones for the lists); empty values are left out."""
+        data: dict[str, Any] = {}
+        for key, values in params.items():
+            if key in cls.LISTS:  # repeated, or comma-separated in the page's one field
+                values = [part for v in values for part in v.split(",")]
+            kept = [v.strip() for v in values if v.strip()]
+            if kept:
+                data[key] = tuple(kept) if key in cls.LISTS else kept[-1]
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "query"
+            raise InputError(f"{where}: {first['msg']}") from None
+
+    def params(self, **changes: Any) -> list[tuple[str, str]]:
+        """This query as URL parameters (for links to other pages and sorts)."""
+        values = self.model_dump() | changes
+        pairs: list[tuple[str, str]] = []
+        for key, value in values.items():
+            items = value if isinstance(value, tuple) else (value,)
+            default = type(self).model_fields[key].default
+            pairs += [(key, str(v)) for v in items if v != default and v not in ("", ())]
+        return pairs
+
+    @classmethod
+    def parameters(cls) -> list[dict[str, Any]]:
+        """The fields as OpenAPI query parameters (for ``openapi``)."""
+        found = []
+        for name, field in cls.model_fields.items():
+            schema: dict[str, Any] = {"type": "string"}
+            choices = get_args(field.annotation)
+            if field.annotation is int:
+                schema = {"type": "integer", "default": field.default}
+            elif name in cls.LISTS:
+                item = choices[0] if choices else str
+                schema = {"type": "array", "items": {"type": "string"}}
+                if isinstance(item, type) and issubclass(item, StrEnum):
+                    schema["items"]["enum"] = [str(v) for v in item]
+            elif get_origin(field.annotation) is Literal:
+                schema = {"type": "string", "enum": list(choices), "default": field.default}
+            found.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "description": field.description or name,
+                    "schema": schema,
+                    **({"explode": True} if name in cls.LISTS else {}),
+                }
+            )
+        return found
+
+
+class OffenderQuery(Query):
+    """The parameters of a search, as the page's form and the API take them."""
+
+    LISTS: ClassVar[tuple[str, ...]] = ("cause", "device", "vdom")
 
     q: str = Field("", max_length=64, description="An address, or a network to search inside.")
     cause: tuple[str, ...] = Field((), description="Any of these causes (case-insensitive).")
@@ -55,36 +124,8 @@ class OffenderQuery(BaseModel):
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
     cursor: str = Field("", max_length=200, description="`next` of the previous page.")
 
-    @classmethod
-    def parse(cls, params: Mapping[str, Sequence[str]]) -> OffenderQuery:
-        """From query parameters (repeated ones for the lists); empty values are left out."""
-        lists = ("cause", "device", "vdom")
-        data: dict[str, Any] = {}
-        for key, values in params.items():
-            if key in lists:  # repeated, or comma-separated in the page's one field
-                values = [part for v in values for part in v.split(",")]
-            kept = [v.strip() for v in values if v.strip()]
-            if kept:
-                data[key] = tuple(kept) if key in lists else kept[-1]
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "query"
-            raise InputError(f"{where}: {first['msg']}") from None
-
     def network(self) -> IPNetwork | None:
         return parse_network(self.q) if self.q else None
-
-    def params(self, **changes: Any) -> list[tuple[str, str]]:
-        """This query as URL parameters (for links to other pages and sorts)."""
-        values = self.model_dump() | changes
-        pairs: list[tuple[str, str]] = []
-        for key, value in values.items():
-            items = value if isinstance(value, tuple) else (value,)
-            default = OffenderQuery.model_fields[key].default
-            pairs += [(key, str(v)) for v in items if v != default and v not in ("", ())]
-        return pairs
 
 
 @dataclass(frozen=True)
@@ -156,7 +197,7 @@ def search(web: Web, query: OffenderQuery) -> Page:
             descending=query.sort.startswith("-"),
             after=after,
             min_offenses=query.min_offenses,
-            **where.store_filters(now),
+            **where.store_filters(now, allow),
         ):
             found = state(offender, now, allow)
             if chosen and found not in chosen:
@@ -171,3 +212,60 @@ def search(web: Web, query: OffenderQuery) -> Page:
     rows = rows[: query.limit]
     cursor = _cursor(rows[-1].offender, query.sort) if more and rows else None
     return Page(query, rows, cursor, now, allow)
+
+
+# -- CSV export of a search ------------------------------------------------------------------
+
+# `banfeed list --format csv`'s columns first, then what the search page shows besides.
+EXPORT_COLUMNS = (*CSV_COLUMNS, "vdoms", "state", "suppressed_by", "note")
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def export_query(query: OffenderQuery, size: int = MAX_LIMIT) -> OffenderQuery:
+    """The first page of an export: every match of ``query``, whichever page was shown."""
+    return query.model_copy(update={"limit": size, "cursor": "", "offset": 0})
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = " ".join(value) if isinstance(value, list) else str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def csv_rows(page: Page, *, header: bool) -> str:
+    """``page`` as CSV (RFC 4180: CRLF, fields quoted when they hold a comma, quote or line
+    break), each cell a spreadsheet would run as a formula prefixed with ``'``."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    if header:
+        writer.writerow(EXPORT_COLUMNS)
+    for row in page.rows:
+        record = row.record(page.now, page.allowlist)
+        writer.writerow([_cell(record[c]) for c in EXPORT_COLUMNS])
+    return out.getvalue()
+
+
+async def csv_stream(web: Web, first: Page) -> AsyncIterator[bytes]:
+    """The CSV of every match, from ``first`` (a page of :func:`export_query`) on: page after
+    page through the keyset cursor, one read transaction each, so memory stays one page
+    whatever the result holds. A store error on a later page ends the body early (the
+    transfer is then incomplete, never silently short)."""
+    page = first
+    yield csv_rows(page, header=True).encode("utf-8")
+    while page.next is not None:
+        following = page.query.model_copy(update={"cursor": page.next})
+        page = await asyncio.to_thread(search, web, following)
+        yield csv_rows(page, header=False).encode("utf-8")
+
+
+def csv_response(first: Page, web: Web) -> StreamingResponse:
+    """The download of an export whose first page is ``first`` (read before answering, so a
+    refused query or a failing store is a plain error status, not a broken file)."""
+    day = (iso(first.now) or "")[:10]
+    return StreamingResponse(
+        csv_stream(web, first),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="banfeed-offenders-{day}.csv"'},
+    )
