@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "ingest": 4,
     "publish": 4,
     "control": 4,
+    "cyclelog": 4,
     "push": 4,
     "setupkit": 4,
     "collector": 5,

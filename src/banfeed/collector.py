@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
 
-from . import metrics
+from . import cyclelog, metrics
 from .devicestatus import backed_off, next_status, token_id
 from .errors import (
     ConflictError,
@@ -96,11 +96,12 @@ class Collector:
         # parse again.
         self._stored: dict[tuple[str, str], tuple[str, Keys]] = {}
         self._stopping = threading.Event()  # set when a stop interrupts the write
+        self._began = 0.0  # perf_counter at the start of the cycle being run
 
     async def cycle(self, only: set[tuple[str, str]] | None = None) -> CycleReport:
         """Poll everything (or only the ``(device, vdom)`` leases given), then store the result
         in one transaction (in a worker thread)."""
-        began = time.perf_counter()
+        began = self._began = time.perf_counter()
         now = int(self.clock())
         self._stopping.clear()
         with self.store.read() as tx:
@@ -293,6 +294,7 @@ class Collector:
                     tx.save_device_status(status)
             if any(r.error is None for r in results) or not results:
                 tx.set_meta("last_cycle", str(now))  # a cycle that reached a device
+            cyclelog.record(tx, report, time.perf_counter() - self._began)
         metrics.OFFENSES_NEW.inc(report.new_offenses)
         metrics.SUPPRESSED.inc(report.suppressed)
         return report

@@ -1,15 +1,27 @@
-"""What the overview page and ``GET /api/v1/feeds`` and ``/devices`` show, as plain records:
-counts, each feed as served in plain words, each device's health, the last cycle."""
+"""What the overview page and ``GET /api/v1/overview``, ``/overview/series``, ``/feeds`` and
+``/devices`` show, as plain records: counts, each feed as served in plain words with its
+consumers, each device's health, the last cycles, and offenses, new offenders and expiries over
+24 hours, 7 days or 30 days with the top causes, devices and VDOMs of that range."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from .. import reports
+from .. import cyclelog, reports
+from ..cyclelog import CycleEntry
+from ..errors import InputError
 from ..models import DeviceStatus
+from ..store import Store, Tx
 from ..timeutil import iso
 from .context import Web
+
+TOP = 10  # causes, devices and VDOMs listed per range
+CONSUMERS_SHOWN = 20  # per feed on the page, the latest fetches first (the API has them all)
+SERIES_MAX_AGE = 60  # seconds a computed series is reused while the store version stays
 
 
 def feed_words(feed: reports.FeedOverview) -> str:
@@ -75,6 +87,145 @@ def devices(web: Web) -> list[DeviceStatus]:
     return [found[key] for key in sorted(found)]
 
 
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A chart's time range: ``count`` buckets of ``step`` seconds, aligned on UTC multiples of
+    the step, the last one holding now."""
+
+    name: str
+    step: int
+    count: int
+    words: str
+
+    def start(self, now: int) -> int:
+        return (now // self.step - self.count + 1) * self.step
+
+
+RANGES = {
+    r.name: r
+    for r in (
+        Range("24h", 3600, 24, "the last 24 hours, hourly"),
+        Range("7d", 6 * 3600, 28, "the last 7 days, 6-hourly"),
+        Range("30d", 86400, 30, "the last 30 days, daily"),
+    )
+}
+DEFAULT_RANGE = "24h"
+
+
+def parse_range(text: str | None) -> Range:
+    found = RANGES.get(text or DEFAULT_RANGE)
+    if found is None:
+        raise InputError(f"range {text!r}: choose {', '.join(RANGES)}")
+    return found
+
+
+@dataclass(frozen=True)
+class Series:
+    """Per bucket of ``span``: offenses (by the time the device quarantined the address), new
+    offenders (their first offense) and expiries (listed offenders whose ``active_until`` fell
+    then, up to now); the top causes, devices and VDOMs of those offenses."""
+
+    span: Range
+    start: int
+    now: int
+    offenses: list[int]
+    new_offenders: list[int]
+    expiries: list[int]
+    causes: list[tuple[str, int]] = field(default_factory=list)
+    devices: list[tuple[str, int]] = field(default_factory=list)
+    vdoms: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def times(self) -> list[int]:
+        return [self.start + i * self.span.step for i in range(self.span.count)]
+
+    def rows(self) -> list[tuple[int, int, int, int]]:
+        """(bucket start, offenses, new offenders, expiries), newest first: the page's table."""
+        found = zip(self.times, self.offenses, self.new_offenders, self.expiries, strict=True)
+        return list(found)[::-1]
+
+    def record(self) -> dict[str, Any]:
+        """``GET /api/v1/overview/series``: parallel arrays, as a chart takes them."""
+
+        def top(items: list[tuple[str, int]]) -> list[dict[str, Any]]:
+            return [{"name": name, "offenses": n} for name, n in items]
+
+        return {
+            "range": self.span.name,
+            "step": self.span.step,
+            "from": iso(self.start),
+            "to": iso(self.start + self.span.step * self.span.count),
+            "time": self.times,
+            "offenses": self.offenses,
+            "new_offenders": self.new_offenders,
+            "expiries": self.expiries,
+            "top": {
+                "causes": top(self.causes),
+                "devices": top(self.devices),
+                "vdoms": top(self.vdoms),
+            },
+        }
+
+
+def top(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """The ``TOP`` largest counts, the name breaking ties (the same order on every database)."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP]
+
+
+# Per store, per range: (computed at, store version, series). A 30-day series over millions of
+# offenses is a scan of each of them; it changes only with the store (new offenses) and the
+# clock, so it is reused while the version stays, for at most SERIES_MAX_AGE.
+_computed: weakref.WeakKeyDictionary[Store, dict[str, tuple[int, int, Series]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def series(web: Web, span: Range) -> Series:
+    store, now = web.host.store, web.now()
+    kept = _computed.setdefault(store, {})
+    with store.read() as tx:
+        version = tx.store_version()
+        if (hit := kept.get(span.name)) is not None:
+            at, at_version, found = hit
+            if at_version == version and 0 <= now - at < SERIES_MAX_AGE:
+                return found
+        start = span.start(now)
+        counts = tx.offense_counts(start, span.step, span.count)
+        found = Series(
+            span,
+            start,
+            now,
+            counts.per_bucket,
+            tx.first_offenses_per_bucket(start, span.step, span.count),
+            tx.expiries_per_bucket(start, span.step, span.count, now),
+            top(counts.by_source),
+            top(counts.by_device),
+            top(counts.by_vdom),
+        )
+    kept[span.name] = (now, version, found)
+    return found
+
+
+def cycle_record(entry: CycleEntry) -> dict[str, Any]:
+    return {
+        "started": iso(entry.started),
+        "duration_s": entry.duration,
+        "polls_ok": entry.polls_ok,
+        "polls_failed": entry.polls_failed,
+        "failed": list(entry.failed),
+        "new_offenses": entry.new_offenses,
+        "new_offenders": entry.new_offenders,
+        "rejected": entry.rejected,
+    }
+
+
+def consumer_rows(feed: reports.FeedOverview) -> list[dict[str, Any]]:
+    """The feed's consumers as ``banfeed feeds --format json`` has them (``current``: its last
+    answer carried the served version's ETag), the latest fetch first."""
+    rows: list[dict[str, Any]] = feed.record()["consumers"]
+    return sorted(rows, key=lambda c: (c["last_fetch"] or "", c["address"]), reverse=True)
+
+
 @dataclass(frozen=True)
 class Overview:
     now: int
@@ -86,6 +237,17 @@ class Overview:
     interval: int
     feeds: list[reports.FeedOverview]
     devices: list[DeviceStatus]
+    cycles: list[CycleEntry] = field(default_factory=list)
+    series: Series | None = None  # the page's chosen range (the API has its own route)
+    notice: str | None = None
+
+    ranges = tuple(RANGES)
+    consumers_shown = CONSUMERS_SHOWN
+    keep_cycles = cyclelog.KEEP
+
+    @staticmethod
+    def consumer_rows(feed: reports.FeedOverview) -> list[dict[str, Any]]:
+        return consumer_rows(feed)
 
     @property
     def polls_ok(self) -> int:
@@ -107,17 +269,39 @@ class Overview:
             "polls": {"ok": self.polls_ok, "failing": len(self.devices) - self.polls_ok},
             "feeds": [feed_record(f) for f in self.feeds],
             "devices": [device_record(d, self.now) for d in self.devices],
+            "cycles": [cycle_record(c) for c in self.cycles],
         }
+
+
+# Per store: (computed at, store version, (active by family, offenses last hour, last day)).
+# Each is a count over a big table (1.6 s for the active ones at 1,000,000 offenders on SQLite)
+# and every open overview asks every 30 s: reused like the series.
+_counted: weakref.WeakKeyDictionary[Store, tuple[int, int, tuple[dict[int, int], int, int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _counts(tx: Tx, store: Store, now: int) -> tuple[dict[int, int], int, int]:
+    version = tx.store_version()
+    hit = _counted.get(store)
+    if hit is not None and hit[1] == version and 0 <= now - hit[0] < SERIES_MAX_AGE:
+        return hit[2]
+    found = (
+        tx.count_active_by_family(now),
+        tx.count_offenses_seen_since(now - 3600),
+        tx.count_offenses_seen_since(now - 86400),
+    )
+    _counted[store] = (now, version, found)
+    return found
 
 
 def overview(web: Web) -> Overview:
     rt = web.runtime()
     now = rt.now()
     with rt.store.read() as tx:
-        active = tx.count_active_by_family(now)
-        hour = tx.count_offenses_seen_since(now - 3600)
-        day = tx.count_offenses_seen_since(now - 86400)
+        active, hour, day = _counts(tx, rt.store, now)
         last = tx.get_meta("last_cycle")
+        cycles = cyclelog.recent(tx)
     return Overview(
         now,
         active[4],
@@ -128,4 +312,16 @@ def overview(web: Web) -> Overview:
         rt.config.collect.interval,
         reports.feed_overviews(rt),
         devices(web),
+        cycles,
     )
+
+
+def page(web: Web, range_text: str | None) -> Overview:
+    """The overview page: the overview and the series of the range asked (``?range=7d``); an
+    unknown range shows the default one and says so."""
+    notice = None
+    try:
+        span = parse_range(range_text)
+    except InputError as exc:
+        span, notice = RANGES[DEFAULT_RANGE], f"{exc}; showing {DEFAULT_RANGE}"
+    return dataclasses.replace(overview(web), series=series(web, span), notice=notice)
