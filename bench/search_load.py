@@ -6,11 +6,12 @@
     .venv/bin/python bench/search_load.py --n 200000 --users 10 --seconds 20 --json out.json
 
 Fills a SQLite store with N offenders (``tx.insert_offenders``, as bench/million.py does):
-IPv4 addresses drawn from about 2N/65,536 /16s of 11.0.0.0/8 plus 2 % IPv6 in 2001:db8::/32,
-five causes and twelve devices (two VDOMs each) with skewed weights, offense counts with a long
-tail, last offenses over 30 days, about a third expired and 1 % unbanned. Adds an admin user with
-`banfeed user add` (password on stdin), starts `banfeed serve` with ``[dashboard] enabled =
-true`` on 127.0.0.1 (a port of its own choosing) as a child and waits for ``/readyz``.
+IPv4 addresses drawn from about 2N/65,536 /16s of 11.0.0.0/8 plus 2 % public IPv6 in 2a00::/12
+(no traffic goes to any offender), five causes and twelve devices (two VDOMs each) with skewed
+weights, offense counts with a long tail, last offenses over 30 days, about a third expired and
+1 % unbanned. Adds an admin user with `banfeed user add` (password on stdin), starts `banfeed
+serve` with ``[dashboard] enabled = true`` on 127.0.0.1 (a port of its own choosing) as a child
+and waits for ``/readyz``.
 
 Each simulated user signs in through the real flow (GET the login form: CSRF cookie and hidden
 field; POST it with ``Origin``; a session cookie), then loops for the duration: it picks a query
@@ -80,7 +81,7 @@ def addresses(n: int, rng: random.Random) -> list[Any]:
     blocks = max(1, math.ceil(2 * v4 / 65536))
     base = int(IPv4Address("11.0.0.0"))
     found: list[Any] = [IPv4Address(base + o) for o in rng.sample(range(blocks * 65536), v4)]
-    base6 = int(IPv6Address("2001:db8::"))
+    base6 = int(IPv6Address("2a00::"))
     found += [IPv6Address(base6 + (o << 64) + 1) for o in rng.sample(range(1 << 20), v6)]
     return found
 

@@ -30,7 +30,8 @@ from banfeed import compose, simulator
 from banfeed import config as config_mod
 from banfeed.errors import StoreBusyError
 from banfeed.publish.render import UNLOCKED_TEMP_AGE, write_atomically
-from banfeed.store import engine, open_store
+from banfeed.store import _sqlite as sqlite_module
+from banfeed.store import open_store
 from conftest import cli, wait_for, write_config
 
 TOKEN = "faults-token-0123456789"
@@ -203,7 +204,7 @@ def runtime(site: dict[str, Any]) -> compose.Runtime:
 def test_a_cycle_waits_out_a_write_lock_held_past_the_busy_timeout(
     site: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 200)  # 30 s in production
+    monkeypatch.setattr(sqlite_module, "SQLITE_BUSY_TIMEOUT_MS", 200)  # 30 s in production
     site["device"].populate("root", 500, ttl=None)
     rt = runtime(site)
     holder = hold_write_lock(site["db"], 1.5)  # over seven busy timeouts
@@ -224,7 +225,7 @@ def test_a_cycle_waits_out_a_write_lock_held_past_the_busy_timeout(
 def test_past_the_wait_the_cycle_fails_cleanly_and_the_next_one_stores_everything(
     site: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(sqlite_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
     monkeypatch.setattr(collector_mod, "BUSY_WAIT_SECONDS", 0.5)
     site["device"].populate("root", 200, ttl=None)
     rt = runtime(site)

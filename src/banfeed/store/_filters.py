@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, func, or_, select
 
 from ..models import Ban, BanOrigin, Event, EventKind, Offender, OffenderStatus
-from ..net import IPNetwork, sort_key
+from ..net import IPNetwork, aggregate, sort_key
 from ._common import active, offender_from_row
 from ._control import _ban
 from .schema import bans, events, offenders
@@ -66,6 +66,7 @@ def narrowed(
     sources: Sequence[str],
     devices: Sequence[str],
     vdoms: Sequence[str],
+    inside: Sequence[IPNetwork] = (),
 ) -> tuple[Select[Any], list[Callable[[Offender], bool]]]:
     """The one meaning of the offender filters (`list`, the dashboard's search): ``query``
     narrowed in SQL, and the exact checks to run on each row it returns (the JSON lists of
@@ -78,12 +79,25 @@ def narrowed(
         query = query.where(
             offenders.c.status == OffenderStatus.LISTED.value,
             offenders.c.active_until.is_not(None),
-            offenders.c.active_until <= expired_at,
+            # "+ 0": not a range of the active_until index, which SQLite would otherwise read
+            # and then sort, a third of a big store for each page; the sort's index instead.
+            offenders.c.active_until + 0 <= expired_at,
         )
     if within is not None:
         query = query.where(
             offenders.c.sort_key >= sort_key(within.network_address),
             offenders.c.sort_key <= sort_key(within.broadcast_address),
+        )
+    if inside:  # inside any of these networks (at most a few hundred, merged first)
+        query = query.where(
+            or_(
+                *(
+                    offenders.c.sort_key.between(
+                        sort_key(n.network_address), sort_key(n.broadcast_address)
+                    )
+                    for n in aggregate(inside)
+                )
+            )
         )
     if since is not None:
         query = query.where(offenders.c.last_offense >= since)
@@ -121,11 +135,13 @@ class FilterQueries:
         sources: Sequence[str] = (),
         devices: Sequence[str] = (),
         vdoms: Sequence[str] = (),
+        inside: Sequence[IPNetwork] = (),
     ) -> Iterator[Offender]:
         """Offenders in numeric address order that pass every filter given: ``status``;
         active at ``active_at``; listed and expired at ``expired_at``; address inside
-        ``within``; an offense at or after ``since``; one of ``sources``, ``devices`` or
-        ``vdoms`` (each case-insensitive; a VDOM as ``name`` or ``device/name``)."""
+        ``within`` and inside any network of ``inside``; an offense at or after ``since``;
+        one of ``sources``, ``devices`` or ``vdoms`` (each case-insensitive; a VDOM as
+        ``name`` or ``device/name``)."""
         query, checks = narrowed(
             select(offenders).order_by(offenders.c.sort_key),
             status=status,
@@ -136,6 +152,7 @@ class FilterQueries:
             sources=sources,
             devices=devices,
             vdoms=vdoms,
+            inside=inside,
         )
         for row in self.conn.execution_options(yield_per=5000).execute(query):
             offender = offender_from_row(row)

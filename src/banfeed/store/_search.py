@@ -47,6 +47,7 @@ class SearchQueries:
         sources: Sequence[str] = (),
         devices: Sequence[str] = (),
         vdoms: Sequence[str] = (),
+        inside: Sequence[IPNetwork] = (),
     ) -> Iterator[Offender]:
         """Offenders passing every filter given, ordered by ``sort`` (then the address), from
         just past ``after`` (the sort value and ``sort_key`` of the last row already shown; the
@@ -79,8 +80,11 @@ class SearchQueries:
             sources=sources,
             devices=devices,
             vdoms=vdoms,
+            inside=inside,
         )
-        result = self.conn.execution_options(yield_per=500).execute(query)
+        # Rows come in batches of a page (50 shown + 1 to know there is a next): a bigger batch
+        # builds rows no page shows (at 1,000,000 offenders, an eighth of a search's time).
+        result = self.conn.execution_options(yield_per=64).execute(query)
         try:
             for row in result:
                 offender = offender_from_row(row)
