@@ -383,3 +383,29 @@ def test_viewers_anonymous_and_cross_site_requests_change_nothing(
         anonymous.close()
     assert feed_events(site) == []
     assert as_admin.get("/api/v1/feeds/all").json()["held_since"] is not None  # still held
+
+
+def test_a_rollback_to_a_version_without_its_shards_is_refused(tmp_path: Path) -> None:
+    """The same rule as `banfeed feeds rollback` (``shards.check_rollback``): a version
+    published before the feed had shards has none to serve, so the API refuses it."""
+    path = write_site(tmp_path)
+    app = open_app(path, Clock(T0))
+    seed(app, *((ip, "IPS", 2, 10) for ip in FIRST))
+    app.daemon.cache.refresh()  # version 1 of "all", unsharded
+    app.daemon.store.close()
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace('name = "all"\n', 'name = "all"\nlimit = 8\nshards = 3\n', 1))
+    app = open_app(path, Clock(T0 + 60))
+    app.daemon.cache.refresh()  # version 2, with its three shards
+    browser = app.client()
+    csrf = sign_in(browser, *ADMIN)
+    headers = {"X-CSRF-Token": csrf, "Origin": ORIGIN}
+    refused = browser.post("/api/v1/feeds/all/rollback", json={"version": 1}, headers=headers)
+    assert refused.status_code == 400
+    assert "version 1 has no bytes kept for shard(s) 1, 2, 3" in refused.json()["error"]
+    assert (
+        browser.post("/api/v1/feeds/all/rollback", json={"version": 2}, headers=headers).status_code
+        == 200
+    )
+    browser.close()
+    app.daemon.store.close()

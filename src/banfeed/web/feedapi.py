@@ -27,6 +27,7 @@ from ..compose import Runtime
 from ..config import NAME_PATTERN, FeedConfig
 from ..errors import BanfeedError, ConfigError, InputError
 from ..models import FeedVersion
+from ..publish import shards
 from ..timeutil import format_duration, iso
 from . import overview
 from .context import Web
@@ -195,6 +196,7 @@ def feed_act(
     elif action == "rollback":
         if body.version is None:
             raise InputError("version: give the version to serve (see the feed's history)")
+        shards.check_rollback(rt.store, feed, body.version, rt.config.feed(feed).shards)
         pinned = control.pin_feed(rt.store, feed, body.version, actor=actor, now=now, note=note)
         done = f"pinned {feed} to version {pinned.number} ({pinned.entries} entries)"
         result |= {"version": pinned.number, "entries": pinned.entries}
