@@ -171,3 +171,18 @@ def test_a_viewer_reads_but_cannot_act(api: tuple[App, Client, str]) -> None:
         assert refused.status_code == 403 and "viewer" in refused.json()["error"]
     finally:
         viewer.close()
+
+
+def test_a_failing_store_is_a_503_that_names_no_path(
+    api: tuple[App, Client, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, browser, _ = api
+    with app.daemon.store.write() as tx:
+        tx.conn.exec_driver_sql("ALTER TABLE offenders RENAME TO offenders_gone")
+        tx.conn.exec_driver_sql("ALTER TABLE bans RENAME TO bans_gone")
+    for url in ("/api/v1/offenders", "/api/v1/bans", "/dashboard/offenders"):
+        answer = browser.get(url)
+        assert answer.status_code == 503, url
+        assert "server log" in answer.text and "b.db" not in answer.text, answer.text
+        assert "sqlite" not in answer.text.lower() and "offenders_gone" not in answer.text
+    assert any("no such table: offenders" in r.getMessage() for r in caplog.records)

@@ -17,7 +17,7 @@ from ..errors import BanfeedError, ConfigError, InputError
 from ..net import parse_address
 from . import overview
 from .actions import ACTIONS, Action, ActionBody, act
-from .context import Web
+from .context import Web, store_failed
 from .openapi import document
 from .search import OffenderQuery, search
 from .sessions import SECURITY_HEADERS, Session, guarded
@@ -37,7 +37,7 @@ async def _call(func: Any, *args: Any) -> JSONResponse:
     except (InputError, ConfigError) as exc:
         return _error(400, str(exc))
     except BanfeedError as exc:
-        return _error(503, f"the store could not be used: {exc}")
+        return _error(503, store_failed(exc))
     return JSONResponse(result)
 
 
@@ -73,7 +73,7 @@ def routes(web: Web) -> list[Route]:
         try:
             detail = await asyncio.to_thread(reports.offender_detail, web.runtime(), ip)
         except BanfeedError as exc:
-            return _error(503, f"the store could not be used: {exc}")
+            return _error(503, store_failed(exc))
         if detail.offender is None and not any(v.listed for v in detail.feeds):
             return _error(404, f"{ip} is not in the store and no feed lists it")
         return JSONResponse(detail.record())

@@ -3,6 +3,7 @@ request, so a SIGHUP reload is seen at once), and the secrets and counters of th
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -97,3 +98,14 @@ class Web:
 
     def now(self) -> int:
         return int(self.host.clock())
+
+
+STORE_FAILED = "the store could not be used; the server log says why"
+_log = logging.getLogger("banfeed.dashboard")
+
+
+def store_failed(exc: Exception) -> str:
+    """Log a store failure in full and say it to the client without its text (a store's
+    message names its URL and its file path)."""
+    _log.error("dashboard request failed: %s", exc)
+    return STORE_FAILED

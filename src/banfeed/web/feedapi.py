@@ -30,7 +30,7 @@ from ..models import FeedVersion
 from ..publish import shards
 from ..timeutil import format_duration, iso
 from . import overview
-from .context import Web
+from .context import Web, store_failed
 from .sessions import Session, guarded
 
 log = logging.getLogger("banfeed.dashboard")
@@ -42,7 +42,6 @@ FEED_ACTIONS: tuple[FeedAction, ...] = ("approve", "rollback", "release")
 HISTORY_SHOWN = 20  # versions listed unless more are asked for
 HISTORY_MAX = 1000
 MAX_VERSION = 10**12  # far past any feed's history, and inside a 64-bit column
-STORE_FAILED = "the store could not be used; the server log says why"
 
 
 def status_of(exc: BanfeedError) -> int:
@@ -51,13 +50,12 @@ def status_of(exc: BanfeedError) -> int:
         return 400
     if isinstance(exc, ConfigError):
         return 404
-    log.error("feeds request failed: %s", exc)
     return 503
 
 
 def public_message(exc: BanfeedError) -> str:
     """What a client may read: the input problem, never a store's message (its URL, path)."""
-    return str(exc) if isinstance(exc, InputError | ConfigError) else STORE_FAILED
+    return str(exc) if isinstance(exc, InputError | ConfigError) else store_failed(exc)
 
 
 def known_feed(rt: Runtime, name: str) -> FeedConfig:

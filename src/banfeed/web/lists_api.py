@@ -16,7 +16,7 @@ from starlette.routing import Route
 from ..errors import BanfeedError, InputError
 from .actions import ActionBody
 from .api import MAX_BODY, PREFIX, _call, _error
-from .context import Web
+from .context import Web, store_failed
 from .lists import AllowQuery, BanQuery, EventQuery, allow_rows, ban_page, do, event_page
 from .search import OffenderQuery, csv_response, export_query, search
 from .sessions import Session, guarded
@@ -61,7 +61,7 @@ def routes(web: Web) -> list[Route]:
         except InputError as exc:
             return _error(400, str(exc))
         except BanfeedError as exc:
-            return _error(503, f"the store could not be used: {exc}")
+            return _error(503, store_failed(exc))
         return csv_response(first, web)
 
     @guarded(web, api=True)

@@ -16,7 +16,7 @@ from ..errors import BanfeedError, ConfigError, InputError
 from ..models import EventKind, Role
 from ..net import parse_address, parse_network
 from .actions import ActionBody
-from .context import Web
+from .context import Web, store_failed
 from .lists import (
     DONE_WORDS,
     EVENT_WINDOW,
@@ -83,7 +83,7 @@ def routes(web: Web) -> list[BaseRoute]:
         except InputError as exc:
             return page(name, session, 400, query=model(), found=None, error=str(exc), done=None)
         except BanfeedError as exc:
-            return page("error.html", session, 503, message=f"the store failed: {exc}")
+            return page("error.html", session, 503, message=store_failed(exc))
         done = _done(request, name.removesuffix(".html"))
         return page(name, session, query=query, found=found, error=None, done=done)
 
@@ -107,7 +107,7 @@ def routes(web: Web) -> list[BaseRoute]:
         except InputError as exc:
             return page("error.html", session, 400, message=str(exc))
         except BanfeedError as exc:
-            return page("error.html", session, 503, message=f"the store failed: {exc}")
+            return page("error.html", session, 503, message=store_failed(exc))
         return csv_response(first, web)
 
     def confirmation(
@@ -143,7 +143,7 @@ def routes(web: Web) -> list[BaseRoute]:
             except (InputError, ConfigError) as exc:
                 return confirmation(session, action, values, 400, str(exc))
             except BanfeedError as exc:
-                return page("error.html", session, 503, message=f"the store failed: {exc}")
+                return page("error.html", session, 503, message=store_failed(exc))
             shown = _shown(body.target)
             done = urlencode({"done": action, "target": shown})
             return RedirectResponse(f"{BASE}/{PAGE_OF[action]}?{done}", status_code=303)

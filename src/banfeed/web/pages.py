@@ -22,7 +22,7 @@ from ..net import parse_address
 from ..timeutil import iso
 from . import accounts, overview
 from .actions import ACTIONS, Action, ActionBody, act, everywhere_devices
-from .context import Web
+from .context import Web, store_failed
 from .search import SORTS, STATES, OffenderQuery, search
 from .sessions import (
     LOGIN_COOKIE,
@@ -174,7 +174,7 @@ def routes(web: Web) -> list[BaseRoute]:
                     error=str(exc),
                 )
             except BanfeedError as exc:
-                return page("error.html", session, 503, message=f"the store failed: {exc}")
+                return page("error.html", session, 503, message=store_failed(exc))
             if name == "unban-everywhere":  # each device's outcome, on the page that follows
                 return page("confirm.html", session, action=name, target=target, result=result)
             try:

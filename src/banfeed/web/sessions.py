@@ -27,10 +27,10 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from ..errors import InputError
+from ..errors import InputError, StoreError
 from ..models import Role, User
 from ..net import NetworkSet, parse_address
-from .context import Web
+from .context import Web, store_failed
 from .tokens import authenticate_token
 
 log = logging.getLogger("banfeed.dashboard")
@@ -253,7 +253,10 @@ def guarded(
                 scope = f'{API_CHALLENGE}, error="insufficient_scope"' if session.token else None
                 message = f"{session.actor} is a viewer; this needs an admin"
                 return refusal(api, 403, message, scope)
-            response = await handler(request, session)
+            try:
+                response = await handler(request, session)
+            except StoreError as exc:  # one a handler did not answer itself
+                return refusal(api, 503, store_failed(exc))
             if session.cookie is not None:
                 set_session(response, request, web, session.cookie)
             response.headers.update(SECURITY_HEADERS)
