@@ -107,11 +107,36 @@ def test_every_documented_operation_is_fuzzed(site: Any) -> None:
     found = {(m, p) for m, p, _ in operations(app, client)}
     assert found == set(FUZZED), "fuzz the operations added to /api/v1/openapi.json"
     for method, path in FUZZED:  # those without parameters: any query string is ignored
-        if method == "GET" and "{" not in path and not path.endswith("offenders"):
+        takes = {p for p, _ in READS} | {"/api/v1/overview/series"}
+        if (
+            method == "GET"
+            and "{" not in path
+            and not path.endswith("offenders")
+            and path not in takes
+        ):
             answer = client.get(path, params={"\x00": "\x1b", "limit": "-1"})
             sound(answer, app)
             assert answer.status_code == 200 and isinstance(answer.json(), dict | list)
 
+
+# The later operations, each fuzzed from its documented parameters (the document names them;
+# the values are drawn below) and, for writes, any body: (path, query parameters).
+READS = [
+    ("/api/v1/feeds/{name}", ()),
+    ("/api/v1/feeds/{name}/versions", ("limit",)),
+    ("/api/v1/feeds/{name}/diff", ("old", "new")),
+    ("/api/v1/allowlist", ("q",)),
+    ("/api/v1/bans", ("origin", "state", "network", "limit", "offset")),
+    ("/api/v1/events", ("actor", "kind", "address", "since", "until", "limit", "cursor")),
+    ("/api/v1/offenders.csv", ("q", "cause", "state", "sort", "limit", "cursor")),
+]
+WRITES = [
+    "/api/v1/unban-everywhere",
+    "/api/v1/feeds/{name}/approve",
+    "/api/v1/feeds/{name}/rollback",
+    "/api/v1/feeds/{name}/release",
+    "/api/v1/allowlist/remove",
+]
 
 FUZZED = [
     ("GET", "/api/v1/openapi.json"),
@@ -124,6 +149,8 @@ FUZZED = [
     ("POST", "/api/v1/unban"),
     ("POST", "/api/v1/ban"),
     ("POST", "/api/v1/allow"),
+    *(("GET", path) for path in ("/api/v1/overview/series", *(p for p, _ in READS))),
+    *(("POST", path) for path in WRITES),
 ]
 _SEARCH_KEYS = ["q", "cause", "device", "vdom", "state", "min_offenses", "sort", "limit"]
 _search_value = st.one_of(
@@ -250,3 +277,64 @@ def stored_soundly(app: App) -> None:
             for row in tx.conn.execute(sa.select(table)):
                 text = row.network
                 assert str(ipaddress.ip_network(text, strict=True)) == text, text
+
+
+_name = st.one_of(st.sampled_from(["all", "dos", "nope", "all-1", "ALL"]), _url_text.filter(bool))
+_value = st.one_of(
+    _search_value,
+    st.sampled_from(["manual", "imported", "active", "expired", "7d", "2026-12-01", "banned"]),
+    st.sampled_from(["alice", "45.1.2.3", "45.0.0.0/8", "1", "2", "99", "24h", "30d", "x"]),
+)
+
+
+@FUZZ
+@given(
+    which=st.sampled_from([*READS, ("/api/v1/overview/series", ("range",))]),
+    name=_name,
+    picks=st.lists(st.tuples(st.integers(0, 9), _value), max_size=5),
+    junk=st.lists(st.tuples(_junk, _junk), max_size=2),
+)
+def test_later_api_reads_answer_any_parameters_as_documented(
+    site: Any, which: tuple[str, tuple[str, ...]], name: str, picks: list[Any], junk: list[Any]
+) -> None:
+    app, client, _ = site
+    path, keys = which
+    params = [(keys[i % len(keys)], v) for i, v in picks if keys] + junk
+    answer = client.get(path.replace("{name}", quote(name, safe="")), params=params)
+    sound(answer, app)
+    assert answer.status_code in (200, 400, 404), (path, answer.status_code, answer.text[:300])
+    if answer.status_code == 200 and path.endswith(".csv"):
+        assert answer.headers["content-type"].startswith("text/csv")
+        assert answer.text.startswith("ip,"), answer.text[:100]
+    else:
+        json.loads(answer.text)
+        documented_error(answer)
+
+
+_write_body = st.one_of(
+    _json_body,
+    st.fixed_dictionaries(
+        {}, optional={"version": st.one_of(st.integers(-5, 2**70), _body_value), "note": _junk}
+    ),
+)
+
+
+@FUZZ
+@given(
+    path=st.sampled_from(WRITES),
+    name=_name,
+    body=st.one_of(_write_body.map(lambda b: json.dumps(b).encode()), st.binary(max_size=60)),
+)
+def test_later_api_writes_answer_any_body_as_documented(
+    site: Any, path: str, name: str, body: bytes
+) -> None:
+    app, client, csrf = site
+    answer = client.post(
+        path.replace("{name}", quote(name, safe="")),
+        content=body,
+        headers={"Origin": ORIGIN, "X-CSRF-Token": csrf, "Content-Type": "application/json"},
+    )
+    sound(answer, app)
+    assert answer.status_code in (200, 400, 404, 413), (path, answer.status_code, answer.text)
+    documented_error(answer)
+    stored_soundly(app)

@@ -186,3 +186,13 @@ def test_a_failing_store_is_a_503_that_names_no_path(
         assert "server log" in answer.text and "b.db" not in answer.text, answer.text
         assert "sqlite" not in answer.text.lower() and "offenders_gone" not in answer.text
     assert any("no such table: offenders" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unknown_api_route_answers_in_the_documented_shape(
+    api: tuple[App, Client, str],
+) -> None:
+    _, browser, _ = api
+    for url in ("/api/v1/nothing", "/api/v1/feeds/a%2Fb", "/api/v2/offenders"):
+        answer = browser.get(url)
+        assert answer.status_code == 404 and "openapi.json" in answer.json()["error"], url
+    assert browser.get("/nothing").text == "Not Found"

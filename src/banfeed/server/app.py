@@ -109,9 +109,17 @@ def create_app(state: ServerState, extra: Sequence[BaseRoute] = ()) -> Starlette
         Route("/", index),
         *extra,
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={404: _not_found})
     relative_slash_redirects(app.router)
     return app
+
+
+async def _not_found(request: Request, _exc: Exception) -> Response:
+    """No route: the API answers in its documented shape, everything else in plain text."""
+    if request.url.path.startswith("/api/"):
+        message = "no such API route: see /api/v1/openapi.json"
+        return JSONResponse({"error": message}, status_code=404)
+    return PlainTextResponse("Not Found", status_code=404)
 
 
 async def _feed_response(
