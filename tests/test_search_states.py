@@ -9,6 +9,7 @@ import random
 from collections.abc import Iterator
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 
 import pytest
 from webkit import ADMIN, App, Client, open_app, sign_in, write_site
@@ -125,3 +126,44 @@ def test_list_by_state_is_the_same_set(site: tuple[App, Client]) -> None:
             allow = reports.effective_allowlist(runtime(app), tx)
             listed = {str(o.ip) for o in reports.listed_offenders(tx, now, allow, where=where)}
         assert listed == expected(app, wanted.value), wanted
+
+
+@pytest.mark.parametrize(
+    ("query", "holds"),
+    [
+        ("last_since=3h", lambda o, now: o.last_offense >= now - 3 * 3600),
+        ("last_until=5h", lambda o, now: o.last_offense <= now - 5 * 3600),
+        (
+            "first_since=2h&first_until=1h",
+            lambda o, now: now - 7200 <= o.first_offense <= now - 3600,
+        ),
+        (f"first_since={T0 - 30_000}", lambda o, now: o.first_offense >= T0 - 30_000),
+        ("last_since=2026-01-01", lambda o, now: o.last_offense >= 1767225600),
+    ],
+)
+def test_first_and_last_seen_filters_find_exactly_their_rows(
+    site: tuple[App, Client], query: str, holds: Any
+) -> None:
+    app, browser = site
+    now = int(app.clock())
+    with app.daemon.store.read() as tx:
+        every = list(tx.iter_offenders_matching())
+    truth = {str(o.ip) for o in every if holds(o, now)} & expected(app, "any")
+    assert 0 < len(truth) < len(every) or query.startswith("last_since=2026")
+    for sort in ("ip", "-first_offense", "last_offense"):
+        assert set(paged(browser, f"state=any&sort={sort}&{query}")) == truth, (query, sort)
+
+
+def test_a_time_filter_that_is_no_time_is_refused(site: tuple[App, Client]) -> None:
+    _, browser = site
+    answer = browser.get("/api/v1/offenders?first_since=yesterday")
+    assert answer.status_code == 400 and "first_since 'yesterday'" in answer.json()["error"]
+
+
+def test_time_filters_include_their_bounds(site: tuple[App, Client]) -> None:
+    app, browser = site
+    with app.daemon.store.read() as tx:
+        one = next(iter(tx.iter_offenders_matching()))
+    for key, value in (("first", one.first_offense), ("last", one.last_offense)):
+        query = f"state=any&{key}_since={value}&{key}_until={value}"
+        assert str(one.ip) in paged(browser, query), query

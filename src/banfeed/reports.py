@@ -160,7 +160,10 @@ class OffenderFilter:
     causes: tuple[str, ...] = ()  # case-insensitive, like [[feeds]] causes
     devices: tuple[str, ...] = ()
     vdoms: tuple[str, ...] = ()  # "dmz" (any device) or "edge-1/dmz"
-    since: int | None = None  # an offense at or after it
+    since: int | None = None  # an offense at or after it (the last one)
+    last_until: int | None = None  # the last offense at or before it
+    first_since: int | None = None  # the first offense at or after it
+    first_until: int | None = None  # the first offense at or before it
 
     def store_filters(self, now: int, allowlist: Allowlist | None = None) -> dict[str, Any]:
         """What the store can narrow in SQL; the state is decided exactly afterwards. With the
@@ -169,6 +172,9 @@ class OffenderFilter:
         found: dict[str, Any] = {
             "within": self.within,
             "since": self.since,
+            "last_until": self.last_until,
+            "first_since": self.first_since,
+            "first_until": self.first_until,
             "sources": self.causes,
             "devices": self.devices,
             "vdoms": self.vdoms,

@@ -97,3 +97,25 @@ def iso(epoch: int | float | None) -> str | None:
 def http_date(epoch: int | float) -> str:
     """RFC 7231 IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``), clamped like :func:`iso`."""
     return format_datetime(datetime.fromtimestamp(clamp_time(epoch), UTC), usegmt=True)
+
+
+def parse_moment(text: str, now: int, name: str) -> int | None:
+    """A moment as `--since`, `--until` and the dashboard's filters take it: a duration back
+    from now (``1d``, ``90m``), a UTC time (``2026-11-24``, ``2026-11-24T21:00``,
+    ``2026-11-24 21:00:00Z``, with an offset if given) or epoch seconds; "" is none. ``name``
+    is what the error calls it."""
+    value = text.strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return clamp_time(int(value))
+    if value[-1:].lower() in ("s", "m", "h", "d", "w") and value[:-1].isdigit():
+        return now - (parse_duration(value, allow_forever=False) or 0)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(
+            f"{name} {text!r}: give a duration back from now like '1d' or '90m', or a UTC "
+            "time like '2026-11-24' or '2026-11-24T21:00:00Z'"
+        ) from None
+    return clamp_time((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())

@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import InputError
 from ..net import IPNetwork, parse_network
-from ..timeutil import clamp_time, parse_duration
+from ..timeutil import parse_moment
 
 
 def parse_since(text: str | None, now: int) -> int | None:
-    """``--since``: a duration back from now (``"1d"``, ``"90m"``), a UTC time
-    (``2026-11-24``, ``2026-11-24T21:00``, ``2026-11-24 21:00:00Z``, with an offset if given)
-    or epoch seconds."""
-    if text is None:
-        return None
-    value = text.strip()
-    if value.isascii() and value.isdigit():
-        return clamp_time(int(value))
-    if value[-1:].lower() in ("s", "m", "h", "d", "w") and value[:-1].isdigit():
-        seconds = parse_duration(value, allow_forever=False)
-        return now - (seconds or 0)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InputError(
-            f"--since {text!r}: give a duration back from now like '1d' or '90m', or a UTC "
-            "time like '2026-11-24' or '2026-11-24T21:00:00Z'"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return clamp_time(moment.timestamp())
+    """``--since``: a duration back from now, a UTC time or epoch seconds
+    (``timeutil.parse_moment``)."""
+    return None if text is None else parse_moment(text, now, "--since")
 
 
 def parse_within(text: str | None, option: str) -> IPNetwork | None:

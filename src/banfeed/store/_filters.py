@@ -67,6 +67,9 @@ def narrowed(
     devices: Sequence[str],
     vdoms: Sequence[str],
     inside: Sequence[IPNetwork] = (),
+    last_until: int | None = None,
+    first_since: int | None = None,
+    first_until: int | None = None,
 ) -> tuple[Select[Any], list[Callable[[Offender], bool]]]:
     """The one meaning of the offender filters (`list`, the dashboard's search): ``query``
     narrowed in SQL, and the exact checks to run on each row it returns (the JSON lists of
@@ -99,8 +102,14 @@ def narrowed(
                 )
             )
         )
-    if since is not None:
-        query = query.where(offenders.c.last_offense >= since)
+    for column, low, high in (
+        (offenders.c.last_offense, since, last_until),
+        (offenders.c.first_offense, first_since, first_until),
+    ):
+        if low is not None:
+            query = query.where(column >= low)
+        if high is not None:
+            query = query.where(column <= high)
     checks: list[Callable[[Offender], bool]] = []
     if sources:
         query = query.where(_listed(offenders.c.sources, sources, suffix=False))
@@ -136,12 +145,16 @@ class FilterQueries:
         devices: Sequence[str] = (),
         vdoms: Sequence[str] = (),
         inside: Sequence[IPNetwork] = (),
+        last_until: int | None = None,
+        first_since: int | None = None,
+        first_until: int | None = None,
     ) -> Iterator[Offender]:
         """Offenders in numeric address order that pass every filter given: ``status``;
         active at ``active_at``; listed and expired at ``expired_at``; address inside
-        ``within`` and inside any network of ``inside``; an offense at or after ``since``;
-        one of ``sources``, ``devices`` or ``vdoms`` (each case-insensitive; a VDOM as
-        ``name`` or ``device/name``)."""
+        ``within`` and inside any network of ``inside``; the last offense at or after ``since``
+        and at or before ``last_until``, the first one between ``first_since`` and
+        ``first_until``; one of ``sources``, ``devices`` or ``vdoms`` (each case-insensitive;
+        a VDOM as ``name`` or ``device/name``)."""
         query, checks = narrowed(
             select(offenders).order_by(offenders.c.sort_key),
             status=status,
@@ -153,6 +166,9 @@ class FilterQueries:
             devices=devices,
             vdoms=vdoms,
             inside=inside,
+            last_until=last_until,
+            first_since=first_since,
+            first_until=first_until,
         )
         for row in self.conn.execution_options(yield_per=5000).execute(query):
             offender = offender_from_row(row)

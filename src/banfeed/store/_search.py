@@ -48,6 +48,9 @@ class SearchQueries:
         devices: Sequence[str] = (),
         vdoms: Sequence[str] = (),
         inside: Sequence[IPNetwork] = (),
+        last_until: int | None = None,
+        first_since: int | None = None,
+        first_until: int | None = None,
     ) -> Iterator[Offender]:
         """Offenders passing every filter given, ordered by ``sort`` (then the address), from
         just past ``after`` (the sort value and ``sort_key`` of the last row already shown; the
@@ -81,6 +84,9 @@ class SearchQueries:
             devices=devices,
             vdoms=vdoms,
             inside=inside,
+            last_until=last_until,
+            first_since=first_since,
+            first_until=first_until,
         )
         # Rows come in batches of a page (50 shown + 1 to know there is a next): a bigger batch
         # builds rows no page shows (at 1,000,000 offenders, an eighth of a search's time).

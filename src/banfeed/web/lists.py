@@ -10,7 +10,6 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -20,7 +19,7 @@ from ..errors import InputError
 from ..models import Ban, BanOrigin, Event, EventKind
 from ..net import IPNetwork, parse_network
 from ..policy import AllowKind
-from ..timeutil import clamp_time, iso, parse_duration
+from ..timeutil import iso, parse_moment
 from .actions import Action, ActionBody, act
 from .context import Web
 from .search import Query
@@ -56,27 +55,6 @@ def _network(text: str, name: str) -> IPNetwork | None:
         return parse_network(text)
     except InputError as exc:
         raise InputError(f"{name}: {exc}") from None
-
-
-def moment(text: str, now: int, name: str) -> int | None:
-    """``since``/``until``: a duration back from now (``1d``, ``90m``), a UTC time
-    (``2026-11-24``, ``2026-11-24T21:00``, with an offset if given) or epoch seconds — what
-    `banfeed events --since` takes (cli.filters.parse_since, which the web may not import)."""
-    value = text.strip()
-    if not value:
-        return None
-    if value.isascii() and value.isdigit():
-        return clamp_time(int(value))
-    if value[-1:].lower() in ("s", "m", "h", "d", "w") and value[:-1].isdigit():
-        return now - (parse_duration(value, allow_forever=False) or 0)
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise InputError(
-            f"{name}: {text!r} is not a time; give a duration back from now like '1d', or a "
-            "UTC time like '2026-11-24' or '2026-11-24T21:00'"
-        ) from None
-    return clamp_time((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
 
 
 # -- the allowlist ---------------------------------------------------------------------------
@@ -262,7 +240,8 @@ def event_page(web: Web, query: EventQuery) -> EventPage:
     memory stays bounded; older events are `banfeed events --limit 0`'s (``window_full``)."""
     rt = web.runtime()
     now = rt.now()
-    since, until = moment(query.since, now, "since"), moment(query.until, now, "until")
+    since = parse_moment(query.since, now, "since")
+    until = parse_moment(query.until, now, "until")
     about = _network(query.address, "address")
     start = _event_after(query.cursor) or (None if until is None else (until, 0))
     with rt.store.read() as tx:

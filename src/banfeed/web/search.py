@@ -27,7 +27,7 @@ from ..models import Offender, OffenderState
 from ..net import IPNetwork, parse_network, sort_key
 from ..policy import Allowlist, state
 from ..publish.render import CSV_COLUMNS, offender_record
-from ..timeutil import iso
+from ..timeutil import iso, parse_moment
 from .context import Web
 
 SORTS = (
@@ -119,6 +119,14 @@ class OffenderQuery(Query):
     vdom: tuple[str, ...] = Field((), description='Any of these VDOMs ("dmz" or "edge-1/dmz").')
     state: Literal["active", "expired", "suppressed", "unbanned", "any"] = "active"
     min_offenses: int = Field(1, ge=1, le=1_000_000)
+    first_since: str = Field(
+        "", max_length=40, description='First seen at or after: "7d" back, or a UTC time.'
+    )
+    first_until: str = Field("", max_length=40, description="First seen at or before.")
+    last_since: str = Field(
+        "", max_length=40, description='Last seen at or after: "1h" back, or a UTC time.'
+    )
+    last_until: str = Field("", max_length=40, description="Last seen at or before.")
     sort: Literal[SORTS] = "ip"  # type: ignore[valid-type]
     limit: int = Field(50, ge=1, le=MAX_LIMIT)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
@@ -186,6 +194,10 @@ def search(web: Web, query: OffenderQuery) -> Page:
         causes=query.cause,
         devices=query.device,
         vdoms=query.vdom,
+        since=parse_moment(query.last_since, now, "last_since"),
+        last_until=parse_moment(query.last_until, now, "last_until"),
+        first_since=parse_moment(query.first_since, now, "first_since"),
+        first_until=parse_moment(query.first_until, now, "first_until"),
     )
     after = _after(query.cursor, query.sort)
     rows: list[Row] = []
