@@ -259,7 +259,9 @@ def test_the_api_reads_a_feed_and_acts_as_the_signed_in_admin(
         "vdoms": [],
         "min_offenses": 1,
         "seen_within": None,
-        "max_entries": feed.json()["max_entries"],
+        "limit": feed.json()["max_entries"],
+        "shards": 1,
+        "shard_urls": [],
         "aggregate": False,
         "auth": "none",
         "allow_from": [],
@@ -400,6 +402,10 @@ def test_a_rollback_to_a_version_without_its_shards_is_refused(tmp_path: Path) -
     browser = app.client()
     csrf = sign_in(browser, *ADMIN)
     headers = {"X-CSRF-Token": csrf, "Origin": ORIGIN}
+    definition = browser.get("/api/v1/feeds/all").json()["definition"]
+    assert definition["limit"] == 8 and definition["shards"] == 3
+    assert definition["shard_urls"] == [f"/feeds/all-{k}.txt" for k in (1, 2, 3)]
+    assert 'href="/feeds/all-3.txt"' in browser.get("/dashboard/feeds/all").text
     refused = browser.post("/api/v1/feeds/all/rollback", json={"version": 1}, headers=headers)
     assert refused.status_code == 400
     assert "version 1 has no bytes kept for shard(s) 1, 2, 3" in refused.json()["error"]

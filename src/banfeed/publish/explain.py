@@ -30,7 +30,7 @@ class Why(StrEnum):
     PROTECTED = "protected"
     ALLOWLISTED = "allowlisted"
     FILTERED = "filtered"
-    CAPPED = "capped"  # left out by max_entries
+    CAPPED = "capped"  # left out by the feed's limit
     EXPIRED = "expired"
     UNBANNED = "unbanned"
     UNKNOWN = "unknown"  # not in the store, no ban covers it
@@ -72,7 +72,7 @@ def explain(
                 return Verdict(
                     False, Why.FILTERED, f"ban {ban.network} filtered out: {excluded_ban[1]}"
                 )
-            return Verdict(False, Why.CAPPED, f"ban {ban.network} left out by max_entries")
+            return Verdict(False, Why.CAPPED, f"ban {ban.network} left out by the feed's limit")
     if offender is None:
         return Verdict(False, Why.UNKNOWN, "not in the store, and no ban covers it")
     if offender.status == OffenderStatus.UNBANNED:
@@ -113,6 +113,6 @@ def _listed(build: FeedBuild, ip: IPAddress, line: str) -> Verdict:
 def _capped(build: FeedBuild, offender: Member) -> str:
     ahead = build.matched.ahead(offender)
     return (
-        f"left out by max_entries ({build.spec.max_entries}): {ahead} offenders of this feed "
+        f"left out by the feed's limit ({build.spec.max_entries}): {ahead} offenders of this feed "
         "are more recent or more repeated"
     )

@@ -85,7 +85,11 @@ def definition(feed: FeedConfig) -> dict[str, Any]:
         "vdoms": list(feed.vdoms),
         "min_offenses": feed.min_offenses,
         "seen_within": None if feed.seen_within is None else format_duration(feed.seen_within),
-        "max_entries": feed.max_entries,
+        "limit": feed.limit,
+        "shards": feed.shards,
+        "shard_urls": [f"/feeds/{name}.txt" for name in feed.shard_names]
+        if feed.shards > 1
+        else [],
         "aggregate": feed.aggregate,
         "auth": feed.auth.type,
         "allow_from": [str(n) for n in feed.allow_from],

@@ -39,7 +39,7 @@ def feed_words(feed: reports.FeedOverview) -> str:
     else:
         words = f"serving version {v.number}"
     if v.overflow:
-        words += f"; over its limit: {v.overflow} left out by max_entries"
+        words += f"; over its limit: {v.overflow} left out by its limit"
     return words
 
 
