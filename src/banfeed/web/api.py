@@ -5,7 +5,6 @@ cookie or an API token (``Authorization: Bearer``) says who asks: see ``sessions
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -17,13 +16,13 @@ from ..errors import BanfeedError, ConfigError, InputError
 from ..net import parse_address
 from . import overview
 from .actions import ACTIONS, Action, ActionBody, act
+from .bodies import TARGET_EXAMPLE, json_body
 from .context import Web, store_failed
 from .openapi import document
 from .search import OffenderQuery, search
 from .sessions import SECURITY_HEADERS, Session, guarded
 
 PREFIX = "/api/v1"
-MAX_BODY = 16 * 1024
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -102,18 +101,9 @@ def routes(web: Web) -> list[Route]:
 
     def action(name: Action) -> Route:
         async def handler(request: Request, session: Session) -> Response:
-            raw = await request.body()
-            if len(raw) > MAX_BODY:
-                return _error(413, "the body is too large")
-            try:
-                data = json.loads(raw or b"{}")
-                if not isinstance(data, dict):
-                    raise ValueError("not an object")
-                body = ActionBody.parse(data)
-            except (ValueError, UnicodeDecodeError) as exc:
-                return _error(400, f'send a JSON object like {{"target": "…"}}: {exc}')
-            except InputError as exc:
-                return _error(400, str(exc))
+            body = await json_body(request, ActionBody, TARGET_EXAMPLE)
+            if isinstance(body, JSONResponse):
+                return body
             return await _call(act, web, name, body, session.actor)
 
         return Route(f"{PREFIX}/{name}", guarded(web, api=True)(handler), methods=["POST"])

@@ -10,7 +10,6 @@ a store that fails is logged and answered 503 without its message, which names t
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -30,13 +29,13 @@ from ..models import FeedVersion
 from ..publish import shards
 from ..timeutil import format_duration, iso
 from . import overview
+from .bodies import json_body
 from .context import Web, store_failed
 from .sessions import Session, guarded
 
 log = logging.getLogger("banfeed.dashboard")
 
 PREFIX = "/api/v1/feeds"
-MAX_BODY = 16 * 1024
 FeedAction = Literal["approve", "rollback", "release"]
 FEED_ACTIONS: tuple[FeedAction, ...] = ("approve", "rollback", "release")
 HISTORY_SHOWN = 20  # versions listed unless more are asked for
@@ -274,18 +273,9 @@ def routes(web: Web) -> list[Route]:
 
     def action(name: FeedAction) -> Route:
         async def handler(request: Request, session: Session) -> Response:
-            raw = await request.body()
-            if len(raw) > MAX_BODY:
-                return _error(413, "the body is too large")
-            try:
-                data = json.loads(raw or b"{}")
-                if not isinstance(data, dict):
-                    raise ValueError("not an object")
-                body = FeedActionBody.parse(data)
-            except (ValueError, UnicodeDecodeError) as exc:
-                return _error(400, f'send a JSON object like {{"note": "…"}}: {exc}')
-            except InputError as exc:
-                return _error(400, str(exc))
+            body = await json_body(request, FeedActionBody, '{"note": "…"}')
+            if isinstance(body, JSONResponse):
+                return body
             feed_name = request.path_params["name"]
             return await _answer(lambda: feed_act(web, feed_name, name, body, session.actor))
 

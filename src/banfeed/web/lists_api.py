@@ -6,16 +6,15 @@ only the removal is here."""
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import BanfeedError, InputError
 from .actions import ActionBody
-from .api import MAX_BODY, PREFIX, _call, _error
+from .api import PREFIX, _call, _error
+from .bodies import TARGET_EXAMPLE, json_body
 from .context import Web, store_failed
 from .lists import AllowQuery, BanQuery, EventQuery, allow_rows, ban_page, do, event_page
 from .search import OffenderQuery, csv_response, export_query, search
@@ -66,18 +65,9 @@ def routes(web: Web) -> list[Route]:
 
     @guarded(web, api=True)
     async def remove(request: Request, session: Session) -> Response:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            return _error(413, "the body is too large")
-        try:
-            data: Any = json.loads(raw or b"{}")
-            if not isinstance(data, dict):
-                raise ValueError("not an object")
-            body = ActionBody.parse(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return _error(400, f'send a JSON object like {{"target": "…"}}: {exc}')
-        except InputError as exc:
-            return _error(400, str(exc))
+        body = await json_body(request, ActionBody, TARGET_EXAMPLE)
+        if isinstance(body, JSONResponse):
+            return body
         return await _call(do, web, "remove", body, session.actor)
 
     return [
