@@ -503,3 +503,22 @@ def test_rollback_to_a_version_without_shards_is_refused(tmp_path: Path) -> None
         refused.output
     )
     assert cli("feeds", "rollback", "q", "2", env=env).exit_code == 0
+
+
+def test_show_says_the_whole_capacity_of_a_sharded_feed(tmp_path: Path) -> None:
+    path = tmp_path / "banfeed.toml"
+    path.write_text(
+        '[store]\nurl = "sqlite:///b.db"\n[[feeds]]\nname = "q"\nlimit = 2\nshards = 2\n'
+    )
+    env = {"BANFEED_CONFIG": str(path)}
+    assert cli("db", "upgrade", env=env).exit_code == 0
+    store = open_store(f"sqlite:///{tmp_path / 'b.db'}")
+    fill(store, [offender(f"45.33.{i * 2}.1", last=T0 - i) for i in range(1, 7)])  # no merging
+    store.close()
+    assert cli("export", env=env).exit_code == 0
+    shown = json.loads(cli("show", "45.33.12.1", "--format", "json", env=env).stdout)
+    verdict = shown["feeds"]["q"]
+    assert not verdict["listed"] and verdict["why"] == "capped"
+    assert (
+        "limit (2 × 2 shards): 5 offenders of this feed are ranked before it" in (verdict["reason"])
+    )

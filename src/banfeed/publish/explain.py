@@ -112,7 +112,9 @@ def _listed(build: FeedBuild, ip: IPAddress, line: str) -> Verdict:
 
 def _capped(build: FeedBuild, offender: Member) -> str:
     ahead = build.matched.ahead(offender)
+    spec = build.spec
+    cap = f"{spec.capacity}" if spec.shards == 1 else f"{spec.max_entries} × {spec.shards} shards"
     return (
-        f"left out by the feed's limit ({build.spec.max_entries}): {ahead} offenders of this feed "
-        "are more recent or more repeated"
+        f"left out by the feed's limit ({cap}): {ahead} offenders of this feed are ranked "
+        "before it (more recent, or as recent and more repeated)"
     )
