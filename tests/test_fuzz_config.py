@@ -37,6 +37,15 @@ BASE: dict[str, Any] = {
         {"name": "edge-1", "url": "http://127.0.0.1:9", "token_env": "FUZZ_TOKEN", "timeout": "1s"}
     ],
     "feeds": [{"name": "quarantine", "max_entries": 1000}],
+    "fortimanagers": [
+        {
+            "name": "fmg-1",
+            "url": "http://127.0.0.1:9",
+            "token_env": "FUZZ_TOKEN",
+            "timeout": "2s",
+            "device_timeout": "1s",
+        }
+    ],
 }
 NETWORK_KEYS = {"url", "listen", "public_url"}  # never given a generated string: no lookups
 
@@ -200,6 +209,8 @@ def test_a_table_or_array_where_a_value_belongs_names_the_key(
     section, key, many = leaf
     if key in ("networks", "protect", "trusted_proxies", "proxy_from", "allow_from", "vdoms"):
         value = {"x": value}  # these keys take arrays: an array may be right
+    if key in ("adoms", "targets"):  # fortimanagers' arrays too
+        value = {"x": value}
     if key in ("causes", "devices", "access_log", "max_entries", "seen_within"):
         value = {"x": value}
     data = json.loads(json.dumps(BASE))
@@ -223,7 +234,7 @@ def test_an_unknown_key_anywhere_is_refused_by_name(
     if section is None or section == "base_dir":
         data[key] = value
         where = ""
-    elif section in ("fortigates", "feeds"):
+    elif section in ("fortigates", "feeds", "fortimanagers"):
         data[section][0][key] = value
         where = f"{section}[0]."
     else:

@@ -30,6 +30,7 @@ from .errors import (
     StoreBusyError,
 )
 from .fortios import DeviceTarget, FortiOSClient, Keys, gc_paused
+from .fortios.fortimanager import BannedSource, FortiManagerTarget, poll_fortimanager
 from .ingest import Published, new_offenses, repeated, sort_for_index
 from .models import DeviceStatus, Event, EventKind, Offender, OffenderStatus, Offense, PollResult
 from .policy import Allowlist, Retention, suppression_reason, with_entries
@@ -160,6 +161,10 @@ class Collector:
         now: int,
         gate: asyncio.Semaphore,
     ) -> list[PollResult]:
+        if isinstance(target, FortiManagerTarget):  # a result per device behind it
+            return await poll_fortimanager(
+                target, statuses, self._tokens, self._poll_vdom, now, gate
+            )
         results = [PollResult(target.name, vdom, started=time.time()) for vdom in target.vdoms]
         try:
             async with FortiOSClient(target) as client:
@@ -173,7 +178,7 @@ class Collector:
 
     async def _poll_vdom(
         self,
-        client: FortiOSClient,
+        client: BannedSource,
         result: PollResult,
         statuses: dict[tuple[str, str], DeviceStatus],
         now: int,

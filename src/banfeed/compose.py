@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Config, FeedConfig, read_secret
+from .config import Config, FeedConfig
 from .errors import ConfigError
-from .models import AuthKind, Family
+from .models import Family
 from .policy import Allowlist, Escalation, PrefixGuard, Retention, build_allowlist
 from .store import Store, open_store
 from .timeutil import Clock, system_clock
@@ -102,7 +102,9 @@ def targets(config: Config) -> list[DeviceTarget]:
                 token_problem=problem,
             )
         )
-    return built
+    from .fortios.fortimanager import targets_from  # each FortiManager: a target of its own
+
+    return built + targets_from(config.fortimanagers, config.base_dir)
 
 
 def push_targets(config: Config) -> list[DeviceTarget]:
@@ -111,6 +113,11 @@ def push_targets(config: Config) -> list[DeviceTarget]:
         fg.name
         for fg in config.fortigates
         if (fg.push_quarantine if fg.push_quarantine is not None else config.push.quarantine)
+    }
+    wanted |= {  # a FortiManager's: every device behind it
+        m.name
+        for m in config.fortimanagers
+        if (m.push_quarantine if m.push_quarantine is not None else config.push.quarantine)
     }
     return [t for t in targets(config) if t.name in wanted]
 
@@ -150,38 +157,14 @@ def publisher(config: Config, store: Store, clock: Clock) -> Publisher:
 
 def feed_access(config: Config) -> dict[str, FeedAccess]:
     """Per-feed credentials, resolved now: a feed whose secret is missing is a config error."""
-    from .server.auth import FeedAccess
+    from .server.auth import access_from
 
-    access = {}
-    for feed in config.feeds:
-        auth = feed.auth
-        where = f"feeds[{feed.name}].auth"
-        secret = None
-        if auth.type == "basic":
-            secret = read_secret(
-                f"{where}.password",
-                auth.password,
-                auth.password_env,
-                auth.password_file,
-                config.base_dir,
-                what="password consumers send",
-            )
-        elif auth.type == "bearer":
-            secret = read_secret(
-                f"{where}.token",
-                auth.token,
-                auth.token_env,
-                auth.token_file,
-                config.base_dir,
-                what="token consumers send",
-            )
-        access[feed.name] = FeedAccess(
-            kind=AuthKind(auth.type),
-            username=auth.username,
-            secret=secret,
-            allow_from=tuple(feed.allow_from),
+    return {
+        feed.name: access_from(
+            feed.auth, feed.allow_from, f"feeds[{feed.name}].auth", config.base_dir, "consumers"
         )
-    return access
+        for feed in config.feeds
+    }
 
 
 def config_path_of(config: Config, path: Path | None) -> str | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .errors import DeviceError, StoreError
 from .fortios import DeviceTarget, FeedStatus, FortiOSClient
+from .fortios.fortimanager import client_for, expand_targets
 from .models import Offender
 from .policy import backoff_seconds
 from .store import Store
@@ -64,6 +65,7 @@ async def push_quarantine(
     store: Store | None = None,
 ) -> list[PushResult]:
     """Quarantine each newly published offender on every device that did not report it."""
+    targets = await expand_targets(targets)  # a FortiManager: each device behind it
 
     async def one(target: DeviceTarget) -> PushResult:
         result = PushResult(target.name, "quarantine")
@@ -81,7 +83,7 @@ async def push_quarantine(
             expiry = min(max_expiry, -(-max(left, 1) // EXPIRY_STEP) * EXPIRY_STEP)
             buckets[expiry].append(str(offender.ip))
         try:
-            async with FortiOSClient(target) as client:
+            async with client_for(target) as client:
                 vdom = target.vdoms[0] if target.vdoms[0] != "*" else "root"
                 for expiry, addresses in sorted(buckets.items()):
                     await client.add_users(addresses, expiry, vdom)
@@ -122,11 +124,12 @@ async def clear_everywhere(
     targets: Sequence[DeviceTarget], addresses: Sequence[str]
 ) -> list[PushResult]:
     """Release ``addresses`` from the quarantine of every device (for ``unban --everywhere``)."""
+    targets = await expand_targets(targets, unban=True)
 
     async def one(target: DeviceTarget) -> PushResult:
         result = PushResult(target.name, "clear", len(addresses))
         try:
-            async with FortiOSClient(target) as client:
+            async with client_for(target) as client:
                 for vdom in target.vdoms if "*" not in target.vdoms else ("root",):
                     await client.clear_users(addresses, vdom)
         except DeviceError as exc:
@@ -184,10 +187,11 @@ async def verify(
     targets: Sequence[DeviceTarget], resource: str
 ) -> list[tuple[str, FeedStatus | DeviceError]]:
     """Ask each device what it loaded from threat feed ``resource``."""
+    targets = await expand_targets(targets)
 
     async def one(target: DeviceTarget) -> tuple[str, FeedStatus | DeviceError]:
         try:
-            async with FortiOSClient(target) as client:
+            async with client_for(target) as client:
                 return target.name, await client.feed_status(resource)
         except DeviceError as exc:
             return target.name, exc

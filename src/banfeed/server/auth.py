@@ -80,10 +80,15 @@ class FeedAccess:
 
 
 def access_from(
-    auth: FeedAuthConfig, allow_from: Sequence[IPNetwork], where: str, base_dir: Path
+    auth: FeedAuthConfig,
+    allow_from: Sequence[IPNetwork],
+    where: str,
+    base_dir: Path,
+    senders: str = "clients",
 ) -> FeedAccess:
     """The access an ``auth`` table and its networks describe, its secret read now: a missing
-    one is a ConfigError naming ``where`` (so nothing is served without its protection)."""
+    one is a ConfigError naming ``where`` and what ``senders`` send (so nothing is served
+    without its protection). Feeds and ``[server.status]`` alike."""
     secret = None
     if auth.type == "basic":
         secret = read_secret(
@@ -92,7 +97,7 @@ def access_from(
             auth.password_env,
             auth.password_file,
             base_dir,
-            what="password clients send",
+            what=f"password {senders} send",
         )
     elif auth.type == "bearer":
         secret = read_secret(
@@ -101,7 +106,7 @@ def access_from(
             auth.token_env,
             auth.token_file,
             base_dir,
-            what="token clients send",
+            what=f"token {senders} send",
         )
     return FeedAccess(AuthKind(auth.type), auth.username, secret, tuple(allow_from))
 
