@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "cyclelog": 4,
     "push": 4,
     "setupkit": 4,
+    "alerts": 5,
     "collector": 5,
     "importing": 5,
     "server": 5,

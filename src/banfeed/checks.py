@@ -10,8 +10,9 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import push
+from . import alerts, push
 from .config import Config
+from .config import fortimanager as fortimanagers
 from .errors import DeviceError, DeviceNotFoundError, InputError
 from .fortios import DeviceTarget, FeedStatus
 from .models import FeedVersion
@@ -64,6 +65,7 @@ def warnings(config: Config) -> list[str]:
                     found.append(f"{where}.token_file: {path} is readable by others — chmod 600")
             except OSError:
                 pass  # resolve_token reports an unreadable file with its reason
+    found += fortimanagers.warnings(config.fortimanagers, config.base_dir)  # `check` polls them too
     status = config.server.status
     if config.dashboard.enabled and status.auth.type == "none" and not status.allow_from:
         found.append(
@@ -71,6 +73,7 @@ def warnings(config: Config) -> list[str]:
             "server.listen, while the dashboard needs a sign-in — set server.status.allow_from "
             "to your Prometheus, or server.status.auth"
         )
+    found += alerts.problems(config)  # targets complete and reachable; nothing is sent
     return found
 
 

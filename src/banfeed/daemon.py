@@ -24,7 +24,7 @@ from pathlib import Path
 
 import uvicorn
 
-from . import checks, control, logsetup, reload
+from . import alerts, checks, control, logsetup, reload
 from .collector import Collector, CycleReport
 from .compose import config_path_of, feed_access, make_collector, publisher
 from .config import Config, split_listen
@@ -330,6 +330,7 @@ class Daemon:
         await self._refresh()
         level = logging.WARNING if report.failed else logging.INFO
         log.log(level, "%s", cycle_line(report, self.cache))
+        alerts.after_cycle(self, report, collector.targets, checks.verify_feed)  # never waits
         try:
             await push_after_cycle(
                 self.config,

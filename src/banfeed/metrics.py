@@ -58,3 +58,13 @@ HTTP_CONNECTIONS_CLOSED = Counter(
     ["reason"],
 )
 HTTP_CONNECTIONS = Gauge("banfeed_http_connections", "Client connections open now.")
+
+ALERTS = Counter(
+    "banfeed_alerts_total",
+    "Alert deliveries by kind, target and outcome (sent, retried, failed, rate_limited).",
+    ["kind", "target", "outcome"],
+)
+ALERTS_DROPPED = Counter(
+    "banfeed_alerts_dropped_total", "Alert deliveries dropped, oldest first, from a full queue."
+)
+ALERT_ACTIVE = Gauge("banfeed_alert_active", "Alerts firing now, by kind.", ["kind"])

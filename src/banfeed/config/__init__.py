@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
+from .alerts import AlertsConfig
 from .fields import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -29,6 +30,7 @@ from .fields import (
     read_secret,
     split_listen,
 )
+from .fortimanager import FortiManagers
 from .limits import shard_clashes
 from .sections import (
     AllowlistConfig,
@@ -81,6 +83,7 @@ __all__ = [
 class Config(_Section):
     store: StoreConfig = StoreConfig()
     fortigates: list[FortiGateConfig] = []
+    fortimanagers: FortiManagers = []  # after fortigates: its names are checked against them
     retention: RetentionConfig = RetentionConfig()
     allowlist: AllowlistConfig = AllowlistConfig()
     feeds: list[FeedConfig] = []
@@ -92,6 +95,7 @@ class Config(_Section):
     history: HistoryConfig = HistoryConfig()
     log: LogConfig = LogConfig()
     dashboard: DashboardConfig = DashboardConfig()
+    alerts: AlertsConfig = AlertsConfig()
     # Where relative paths in the file are resolved; set by load(), not a TOML key.
     base_dir: Path = Field(Path("."), exclude=True)
 
