@@ -142,6 +142,7 @@ FUZZED = [
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/me"),
     ("GET", "/api/v1/overview"),
+    ("GET", "/api/v1/alerts"),
     ("GET", "/api/v1/offenders"),
     ("GET", "/api/v1/offenders/{ip}"),
     ("GET", "/api/v1/feeds"),

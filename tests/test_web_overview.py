@@ -245,3 +245,32 @@ def test_a_real_cycle_is_kept_and_shown(tmp_path: Path, monkeypatch: pytest.Monk
             browser.close()
         finally:
             app.daemon.store.close()
+
+
+def test_alerts_firing_and_recent_on_the_overview_and_the_api(site: tuple[App, Client]) -> None:
+    """What `banfeed run`'s alerting kept in the store (meta "alerts", oldest first): the
+    overview shows what fires now (a device whose newest notice is "resolved" does not)."""
+    import json
+
+    from banfeed.alerts.model import Alert
+    from banfeed.config.alerts import AlertKind, Severity
+
+    app, browser = site
+    held = Alert(AlertKind.FEED_HELD, "all", Severity.CRITICAL, "all is held: a drop", T0 - 300)
+    failing = Alert(AlertKind.DEVICE_FAILING, "fw-1/root", Severity.WARNING, "fw-1 fails", T0 - 200)
+    healed = Alert(
+        AlertKind.DEVICE_FAILING, "fw-1/root", Severity.WARNING, "fw-1 ok", T0 - 100, resolved=True
+    )
+    with app.daemon.store.write() as tx:
+        tx.set_meta("alerts", json.dumps([a.stored() for a in (held, failing, healed)]))
+    found = json_of(browser, "/api/v1/alerts")
+    assert [a["subject"] for a in found["firing"]] == ["all"]
+    assert [a["status"] for a in found["recent"]] == ["resolved", "firing", "firing"]
+    assert json_of(browser, "/api/v1/overview")["alerts"] == found
+    page = browser.get("/dashboard/")
+    firing_table = page.text.split('id="alerts-firing"')[1].split("</table>")[0]
+    assert "all is held: a drop" in firing_table and "fw-1" not in firing_table
+    assert "The last 3 notices" in page.text
+    with app.daemon.store.write() as tx:
+        tx.set_meta("alerts", "")
+    assert "Nothing fires now" in browser.get("/dashboard/").text

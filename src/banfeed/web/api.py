@@ -99,6 +99,10 @@ def routes(web: Web) -> list[Route]:
             return _error(400, str(exc))
         return await _call(lambda: overview.series(web, span).record())
 
+    @viewer
+    async def recent_alerts(_request: Request, _session: Session) -> Response:
+        return await _call(lambda: overview.alert_records(overview.recent(web)))
+
     def action(name: Action) -> Route:
         async def handler(request: Request, session: Session) -> Response:
             body = await json_body(request, ActionBody, TARGET_EXAMPLE)
@@ -116,6 +120,7 @@ def routes(web: Web) -> list[Route]:
         Route(f"{PREFIX}/me", me, methods=["GET"]),
         Route(f"{PREFIX}/overview", summary, methods=["GET"]),
         Route(f"{PREFIX}/overview/series", series, methods=["GET"]),
+        Route(f"{PREFIX}/alerts", recent_alerts, methods=["GET"]),
         Route(f"{PREFIX}/offenders", offenders, methods=["GET"]),
         Route(f"{PREFIX}/offenders/{{ip}}", offender, methods=["GET"]),
         Route(f"{PREFIX}/feeds", feeds, methods=["GET"]),

@@ -221,6 +221,13 @@ def document() -> dict[str, Any]:
                     "responses": _answers("the overview", obj),
                 }
             },
+            "/api/v1/alerts": {
+                "get": {
+                    "summary": "Alerts firing now and the last notices sent (newest first), "
+                    "each as the webhook's record (docs/alerts.md)",
+                    "responses": _answers("firing: [alert], recent: [alert]", obj),
+                }
+            },
             "/api/v1/overview/series": {
                 "get": {
                     "summary": "Offenses, new offenders and expiries per time bucket, and the "

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import cyclelog, reports
+from .. import alerts, cyclelog, reports
+from ..alerts import Alert
 from ..cyclelog import CycleEntry
 from ..errors import InputError
 from ..models import DeviceStatus
@@ -238,6 +239,7 @@ class Overview:
     feeds: list[reports.FeedOverview]
     devices: list[DeviceStatus]
     cycles: list[CycleEntry] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)  # the last notices, newest first
     series: Series | None = None  # the page's chosen range (the API has its own route)
     notice: str | None = None
 
@@ -248,6 +250,9 @@ class Overview:
     @staticmethod
     def consumer_rows(feed: reports.FeedOverview) -> list[dict[str, Any]]:
         return consumer_rows(feed)
+
+    def firing(self) -> list[Alert]:
+        return firing(self.alerts)
 
     @property
     def polls_ok(self) -> int:
@@ -270,6 +275,7 @@ class Overview:
             "feeds": [feed_record(f) for f in self.feeds],
             "devices": [device_record(d, self.now) for d in self.devices],
             "cycles": [cycle_record(c) for c in self.cycles],
+            "alerts": alert_records(self.alerts),
         }
 
 
@@ -295,6 +301,32 @@ def _counts(tx: Tx, store: Store, now: int) -> tuple[dict[int, int], int, int]:
     return found
 
 
+def recent(web: Web) -> list[Alert]:
+    """The last alerts sent: the running daemon's, else those kept in the store."""
+    return alerts.recent_alerts(alerts.running(web.host) or web.host.store)
+
+
+def firing(notices: list[Alert]) -> list[Alert]:
+    """Of ``notices`` (newest first), the alerts whose newest notice is not "resolved"."""
+    seen: set[str] = set()
+    found = []
+    for alert in notices:
+        if alert.key not in seen:
+            seen.add(alert.key)
+            if not alert.resolved:
+                found.append(alert)
+    return found
+
+
+def alert_records(notices: list[Alert]) -> dict[str, Any]:
+    """``GET /api/v1/alerts`` and the overview's ``alerts``: what fires now and the last
+    notices, each the webhook's record (docs/alerts.md)."""
+    return {
+        "firing": [a.record() for a in firing(notices)],
+        "recent": [a.record() for a in notices],
+    }
+
+
 def overview(web: Web) -> Overview:
     rt = web.runtime()
     now = rt.now()
@@ -313,6 +345,7 @@ def overview(web: Web) -> Overview:
         reports.feed_overviews(rt),
         devices(web),
         cycles,
+        recent(web),
     )
 
 
