@@ -384,6 +384,13 @@ def test_a_fortigate_whose_load_diverges_alerts(
         [alert] = wait_for(diverged, what="a verification (every 1s)")
         assert alert.subject == "quarantine fw-a" and alert.facts["verdict"] == "overflow"
         assert receiver.json()["kind"] == "feed_diverged"
+        with host.store.read() as tx:  # kept for the dashboard: what each device loaded
+            kept = json.loads(tx.get_meta("verified") or "{}")
+        [checked] = kept["feeds"]
+        assert checked["feed"] == "quarantine" and checked["served"]["entries"] == 6
+        assert [(d["device"], d["verdict"], d["valid"]) for d in checked["devices"]] == [
+            ("fw-a", "overflow", 4)
+        ]
         host.store.close()
     finally:
         daemon.stop()

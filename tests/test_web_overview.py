@@ -274,3 +274,30 @@ def test_alerts_firing_and_recent_on_the_overview_and_the_api(site: tuple[App, C
     with app.daemon.store.write() as tx:
         tx.set_meta("alerts", "")
     assert "Nothing fires now" in browser.get("/dashboard/").text
+
+
+def test_what_the_fortigates_loaded_is_shown_once_verified(site: tuple[App, Client]) -> None:
+    import json
+
+    app, browser = site
+    assert "Not verified yet" in browser.get("/dashboard/").text
+    assert json_of(browser, "/api/v1/overview")["verified"] is None
+    device = {"device": "fw-1", "verdict": "overflow", "ok": False, "valid": 4}
+    kept = {
+        "time": T0 - 60,
+        "feeds": [
+            {
+                "feed": "all",
+                "served": {"entries": 6},
+                "devices": [device | {"detail": "loaded 4 of 6", "holds_version": None}],
+            }
+        ],
+    }
+    with app.daemon.store.write() as tx:
+        tx.set_meta("verified", json.dumps(kept))
+    table = browser.get("/dashboard/").text.split('id="verified"')[1].split("</table>")[0]
+    assert "fw-1" in table and "overflow" in table and "loaded 4 of 6" in table
+    assert json_of(browser, "/api/v1/overview")["verified"] == kept
+    with app.daemon.store.write() as tx:
+        tx.set_meta("verified", "{not json")
+    assert "Not verified yet" in browser.get("/dashboard/").text

@@ -9,12 +9,13 @@ from ..config.alerts import AlertKind, Severity
 from .check import SendOutcome, problems, send_test
 from .dispatch import Dispatcher
 from .model import SCHEMA, Alert, Tracker
-from .runtime import Alerting, CycleSeen, after_cycle, recent_alerts, running
+from .runtime import VERIFIED_KEY, Alerting, CycleSeen, after_cycle, recent_alerts, running
 from .targets import SIGNATURE_HEADER, DeliveryError, signature
 
 __all__ = [
     "SCHEMA",
     "SIGNATURE_HEADER",
+    "VERIFIED_KEY",
     "Alert",
     "AlertKind",
     "Alerting",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..config.alerts import AlertKind, Severity
 from ..ingest import Reported
@@ -216,6 +216,7 @@ class Verification(Protocol):
     def feed(self) -> str: ...
     @property
     def devices(self) -> Sequence[_DeviceView]: ...
+    def record(self) -> dict[str, Any]: ...
 
 
 def feeds_diverged(verifications: Iterable[Verification], now: int) -> list[Alert]:

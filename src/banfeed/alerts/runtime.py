@@ -35,6 +35,8 @@ log = logging.getLogger("banfeed.alerts")
 
 CHECK_SECONDS = 30.0  # feeds and consumers are looked at this often between cycles
 META_KEY = "alerts"  # the store's meta key of the recent alerts (a bounded JSON list)
+# The last verification of what the FortiGates loaded: {"time", "feeds": [verify's records]}
+VERIFIED_KEY = "verified"
 FEED_KINDS = (AlertKind.FEED_HELD, AlertKind.FEED_PINNED, AlertKind.CONSUMER_SILENT)
 DEVICE_KINDS = (AlertKind.DEVICE_FAILING, AlertKind.DEVICE_BACKOFF)
 
@@ -228,18 +230,23 @@ class Alerting:
         except BanfeedError as exc:  # the store is down: nothing judged, nothing resolved
             log.warning("what the FortiGates loaded was not verified: %s", exc)
             return []
+        verified = {"time": now, "feeds": [c.record() for c in checks]}
+        self._keep(VERIFIED_KEY, verified, "the last verification")
         return self.tracker.update(
             rules.feeds_diverged(checks, now), (AlertKind.FEED_DIVERGED,), now
         )
 
-    def _save(self) -> None:
-        """The recent alerts, in the store's meta table too (best effort: the dashboard's)."""
-        text = json.dumps([a.stored() for a in self.tracker.recent], separators=(",", ":"))
+    def _keep(self, key: str, value: Any, what: str) -> None:
+        """``value`` as JSON in the store's meta table (best effort: the dashboard reads it)."""
         try:
             with self.host.store.write() as tx:
-                tx.set_meta(META_KEY, text)
+                tx.set_meta(key, json.dumps(value, separators=(",", ":")))
         except StoreError as exc:
-            log.warning("recent alerts not saved in the store: %s", exc)
+            log.warning("%s not saved in the store: %s", what, exc)
+
+    def _save(self) -> None:
+        """The recent alerts, in the store's meta table too (best effort: the dashboard's)."""
+        self._keep(META_KEY, [a.stored() for a in self.tracker.recent], "recent alerts")
 
 
 _RUNNING: weakref.WeakKeyDictionary[Any, Alerting] = weakref.WeakKeyDictionary()

@@ -6,6 +6,7 @@ consumers, each device's health, the last cycles, and offenses, new offenders an
 from __future__ import annotations
 
 import dataclasses
+import json
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -240,6 +241,7 @@ class Overview:
     devices: list[DeviceStatus]
     cycles: list[CycleEntry] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)  # the last notices, newest first
+    verified: dict[str, Any] = field(default_factory=dict)  # the last verification, if any
     series: Series | None = None  # the page's chosen range (the API has its own route)
     notice: str | None = None
 
@@ -276,6 +278,7 @@ class Overview:
             "devices": [device_record(d, self.now) for d in self.devices],
             "cycles": [cycle_record(c) for c in self.cycles],
             "alerts": alert_records(self.alerts),
+            "verified": self.verified or None,
         }
 
 
@@ -327,6 +330,17 @@ def alert_records(notices: list[Alert]) -> dict[str, Any]:
     }
 
 
+def verified(tx: Tx) -> dict[str, Any]:
+    """What `banfeed run` last found each FortiGate loaded (``alerts.verify_every``):
+    ``{"time": epoch, "feeds": [`banfeed verify --format json` records]}``, or {} if never."""
+    text = tx.get_meta(alerts.VERIFIED_KEY)
+    try:
+        found = json.loads(text) if text else {}
+        return found if isinstance(found, dict) and isinstance(found.get("feeds"), list) else {}
+    except ValueError:
+        return {}
+
+
 def overview(web: Web) -> Overview:
     rt = web.runtime()
     now = rt.now()
@@ -334,6 +348,7 @@ def overview(web: Web) -> Overview:
         active, hour, day = _counts(tx, rt.store, now)
         last = tx.get_meta("last_cycle")
         cycles = cyclelog.recent(tx)
+        loads = verified(tx)
     return Overview(
         now,
         active[4],
@@ -346,6 +361,7 @@ def overview(web: Web) -> Overview:
         devices(web),
         cycles,
         recent(web),
+        loads,
     )
 
 
