@@ -47,6 +47,15 @@ BASE: dict[str, Any] = {
         }
     ],
 }
+# The first table of a nested array of tables, before a key of it is fuzzed.
+ARRAY_ITEMS: dict[str, dict[str, Any]] = {
+    "alerts.targets[]": {
+        "name": "hook",
+        "type": "webhook",
+        "url": "http://127.0.0.1:9/hook",
+        "secret_env": "FUZZ_TOKEN",
+    }
+}
 NETWORK_KEYS = {"url", "listen", "public_url"}  # never given a generated string: no lookups
 
 
@@ -112,10 +121,12 @@ def leaf_keys() -> list[tuple[str, str, bool]]:
         for name, sub in model.model_fields.items():
             if _model(sub.annotation) is None:  # feeds.auth is a table: its own keys below
                 keys.append((section, name, many))
-            else:
+            else:  # a sub-table, or an array of them (alerts.targets): "[]" marks the array
+                mark = "[]" if get_origin(sub.annotation) is list else ""
                 keys += [
-                    (f"{section}.{name}", n, many) for n in _model(sub.annotation).model_fields
-                ]  # type: ignore[union-attr]
+                    (f"{section}.{name}{mark}", n, many)
+                    for n in _model(sub.annotation).model_fields  # type: ignore[union-attr]
+                ]
     return keys
 
 
@@ -174,6 +185,12 @@ def _place(data: dict[str, Any], section: str, many: bool) -> dict[str, Any]:
     """The table ``section`` (``feeds.auth``: a sub-table) of ``data``, made if absent."""
     head, _, sub = section.partition(".")
     table = data[head][0] if many else data.setdefault(head, {})
+    if sub.endswith("[]"):  # an array of tables: its first one (made with what it requires)
+        items = table.setdefault(sub[:-2], [])
+        if not items:
+            items.append(dict(ARRAY_ITEMS.get(section, {})))
+        first: dict[str, Any] = items[0]
+        return first
     return table.setdefault(sub, {}) if sub else table
 
 
@@ -194,6 +211,7 @@ def test_a_wrong_value_at_any_key_is_refused_naming_it_or_accepted(
         head, _, sub = section.partition(".")
         table = f"{head}[0]" if many else head
         table += f".{sub}" if sub else ""
+        table = table.replace("[]", "[0]")  # the first table of a nested array
         # The key, or its table when a rule spans keys ("set exactly one of token_env, …").
         named = f"{table}.{key}" in message or f"{table}:" in message
         assert named or "not valid TOML" in message, message
