@@ -26,12 +26,12 @@ if TYPE_CHECKING:
     from .collector import Collector
     from .fortios import DeviceTarget
     from .publish import FeedPolicy, FeedSpec, History, Publisher
-    from .server import FeedAccess
+    from .server import FeedAccess, FeedCache
 
 
 def retention(config: Config) -> Retention:
     r = config.retention
-    return Retention(base_ttl=r.base_ttl, factor=r.factor, max_ttl=r.max_ttl)
+    return Retention(r.base_ttl, r.factor, r.max_ttl, r.causes, r.decay_after)
 
 
 def allowlist(config: Config) -> Allowlist:
@@ -129,11 +129,13 @@ def feed_push_targets(config: Config) -> list[tuple[DeviceTarget, str]]:
 
 
 def make_collector(config: Config, store: Store, clock: Clock) -> Collector:
+    from .blocklists import targets_from  # lists are polled (not pushed to, nor verified)
     from .collector import Collector
 
+    lists = targets_from(config.blocklists, config.base_dir)
     return Collector(
         store,
-        targets(config),
+        targets(config) + lists,
         retention(config),
         allowlist(config),
         clock=clock,
@@ -153,6 +155,13 @@ def publisher(config: Config, store: Store, clock: Clock) -> Publisher:
     return Publisher(
         store, [feed_spec(f) for f in config.feeds], feed_policy(config), clock, history(config)
     )
+
+
+def feed_cache(config: Config, store: Store, publisher: Publisher, clock: Clock) -> FeedCache:
+    """What the feed server serves from: ``publisher``'s feeds, rendered as the config says."""
+    from .server import FeedCache
+
+    return FeedCache(store, publisher, clock, stix_identity=config.server.stix_identity)
 
 
 def feed_access(config: Config) -> dict[str, FeedAccess]:
@@ -187,6 +196,9 @@ class Runtime:
 
     def publisher(self) -> Publisher:
         return publisher(self.config, self.store, self.clock)
+
+    def retention(self) -> Retention:
+        return retention(self.config)
 
     def now(self) -> int:
         return int(self.clock())

@@ -26,7 +26,7 @@ import uvicorn
 
 from . import alerts, checks, control, logsetup, reload
 from .collector import Collector, CycleReport
-from .compose import config_path_of, feed_access, make_collector, publisher
+from .compose import config_path_of, feed_access, feed_cache, make_collector, publisher
 from .config import Config, split_listen
 from .cycles import push_after_cycle
 from .errors import BanfeedError, ConfigError
@@ -87,7 +87,7 @@ class Daemon:
                 self.store.close()
                 raise
         self.publisher = publisher(config, self.store, clock)
-        self.cache = FeedCache(self.store, self.publisher, clock)
+        self.cache = feed_cache(config, self.store, self.publisher, clock)
         self.state = ServerState(
             cache=self.cache,
             access=self.access,
@@ -254,7 +254,7 @@ class Daemon:
                 log.error("reload of %s refused; the running configuration is kept: %s", path, exc)
                 return
             old = self.config
-            cache = FeedCache(self.store, publisher(new, self.store, self.clock), self.clock)
+            cache = feed_cache(new, self.store, publisher(new, self.store, self.clock), self.clock)
             async with self._refreshing:
                 await asyncio.to_thread(cache.refresh)  # the new feeds published, then served
                 self.config, self.access = new, access

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from . import limits
+from .causes import CauseTTLs, check_caps
 from .fields import (
     NAME_PATTERN,
     Duration,
@@ -133,6 +134,8 @@ class RetentionConfig(_Section):
     base_ttl: Duration = Field(30 * 86400, description="How long a first offense stays active.")
     factor: float = Field(2.0, ge=1.0, le=100.0, description="TTL multiplier per repeat.")
     max_ttl: Duration = Field(365 * 86400, description="The longest TTL.")
+    causes: CauseTTLs = Field({}, description="Base TTL per cause (any case); else base_ttl.")
+    decay_after: Every = Field(None, description="Quiet time undoing one escalation step.")
     keep_history: Duration = Field(
         400 * 86400, description="`prune` deletes offenses and events older than this."
     )
@@ -142,8 +145,7 @@ class RetentionConfig(_Section):
 
     @model_validator(mode="after")
     def _cap_not_below_base(self) -> RetentionConfig:
-        if self.base_ttl is not None and self.max_ttl is not None and self.max_ttl < self.base_ttl:
-            raise ValueError("max_ttl is shorter than base_ttl; raise max_ttl or lower base_ttl")
+        check_caps(self.max_ttl, self.base_ttl, self.causes)
         return self
 
 
@@ -290,6 +292,7 @@ class ServerConfig(_Section):
     status: StatusConfig = Field(
         StatusConfig(), description="Who may fetch /metrics and the status page / (open)."
     )
+    stix_identity: str = Field("banfeed", min_length=1, description="Name of the STIX identity.")
 
     @field_validator("listen")
     @classmethod

@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from .. import metrics
 from ..net import IPNetwork
 from ..publish.render import FORMATS
+from ..publish.stix import STIX_FORMAT, StixUnavailable
 from ..timeutil import Clock, iso
 from .auth import STATUS_REALM, FeedAccess, real_client
 from .cache import FeedCache, FeedEntry, Rendered
@@ -49,8 +50,11 @@ def create_app(state: ServerState, extra: Sequence[BaseRoute] = ()) -> Starlette
 
     async def feed(request: Request) -> Response:
         name, fmt = request.path_params["name"], request.path_params["fmt"]
+        # NAME.stix.json: NAME's STIX bundle (a feed named "x.stix" keeps its own x.stix.json)
+        if fmt == "json" and name.endswith(".stix") and state.cache.owner(name) not in state.access:
+            name, fmt = name.removesuffix(".stix"), STIX_FORMAT
         access = state.access.get(state.cache.owner(name))  # a shard: its feed's auth
-        if access is None or fmt not in FORMATS:
+        if access is None or fmt not in (*FORMATS, STIX_FORMAT):
             return PlainTextResponse("no such feed\n", status_code=404)
         peer = request.client.host if request.client else ""
         forwarded = request.headers.getlist("x-forwarded-for")
@@ -134,9 +138,12 @@ async def _feed_response(
     if fmt == "txt":
         rendered = state.cache.get(name, fmt)
     else:
-        rendered = state.cache.get(name, fmt) or await asyncio.to_thread(
-            state.cache.render, name, fmt
-        )
+        try:
+            rendered = state.cache.get(name, fmt) or await asyncio.to_thread(
+                state.cache.render, name, fmt
+            )
+        except StixUnavailable as exc:  # this server lacks the banfeed[stix] extra
+            return 501, PlainTextResponse(f"{exc}\n", status_code=501)
     if rendered is None:
         # Never an empty 200: a FortiGate empties its feed on that, and keeps its list on 503.
         # The body is for the consumer: why in its terms, never the store's path or URL (the

@@ -35,6 +35,7 @@ from ..publish.render import (
     rendered_pieces,
 )
 from ..publish.shards import names as shard_names
+from ..publish.stix import DEFAULT_IDENTITY, STIX_FORMAT, STIX_MEDIA_TYPE, stix_body
 from ..store import Store
 from ..timeutil import Clock, http_date
 
@@ -63,9 +64,16 @@ class FeedEntry:
 
 class FeedCache:
     def __init__(
-        self, store: Store, publisher: Publisher, clock: Clock, *, publish: bool = True
+        self,
+        store: Store,
+        publisher: Publisher,
+        clock: Clock,
+        *,
+        publish: bool = True,
+        stix_identity: str = DEFAULT_IDENTITY,  # [server] stix_identity
     ) -> None:
         self.store = store
+        self.stix_identity = stix_identity
         self.publisher = publisher
         self.names = [spec.name for spec in publisher.specs]
         # Each shard's name, and the feed it is a shard of (its auth and allow_from apply).
@@ -214,8 +222,9 @@ class FeedCache:
         return changed
 
     def render(self, name: str, fmt: str) -> Rendered | None:
-        """CSV or JSON of the served version: the active offenders its lines cover, rendered
-        once per store version (offender details change without the plain feed changing)."""
+        """CSV, JSON or STIX of the served version: the active offenders its lines cover,
+        rendered once per store version (offender details change without the plain feed
+        changing). STIX without the stix2 library raises StixUnavailable."""
         entry = self.entries.get(name)
         if entry is None or not self.healthy:
             return None
@@ -223,13 +232,18 @@ class FeedCache:
         cached = entry.others.get(fmt)
         if cached is not None and cached[0] == version:
             return cached[1]
-        media_type = OFFENDER_RENDERERS[fmt][1]
+        stix = fmt == STIX_FORMAT
+        media_type = STIX_MEDIA_TYPE if stix else OFFENDER_RENDERERS[fmt][1]
         now = int(self.clock())
         try:
             with self.store.read() as tx:  # the offenders stream from this transaction
                 allow = with_entries(self.publisher.policy.allowlist, tx.allow_entries(now))
                 offenders = self.publisher.covered_offenders(tx, entry.served)
-                body = b"".join(rendered_pieces(fmt, offenders, now, allow))
+                if stix:  # the same offenders, and the bans the lines carry
+                    bans = tx.active_bans(now)
+                    body = stix_body(entry.served, offenders, bans, self.stix_identity)
+                else:
+                    body = b"".join(rendered_pieces(fmt, offenders, now, allow))
         except StoreError as exc:
             log.error("feed %s.%s unavailable: %s", name, fmt, exc)
             return None
