@@ -29,7 +29,7 @@ from .errors import (
     DeviceInternalError,
     StoreBusyError,
 )
-from .fortios import DeviceTarget, FortiOSClient, Keys, gc_paused
+from .fortios import DeviceTarget, Keys, gc_paused
 from .fortios.fortimanager import BannedSource, FortiManagerTarget, poll_fortimanager
 from .ingest import Published, new_offenses, repeated, sort_for_index
 from .models import DeviceStatus, Event, EventKind, Offender, OffenderStatus, Offense, PollResult
@@ -167,7 +167,7 @@ class Collector:
             )
         results = [PollResult(target.name, vdom, started=time.time()) for vdom in target.vdoms]
         try:
-            async with FortiOSClient(target) as client:
+            async with target.client() as client:
                 await asyncio.gather(
                     *(self._poll_vdom(client, r, statuses, now, gate) for r in results)
                 )
@@ -336,7 +336,7 @@ class Collector:
             if offense is not offenses[0]:
                 continue  # the address was settled at its first offense
             old = existing.get(ip)
-            offender = self._merge(old, offenses)
+            offender = self._merge(old, offenses, tx)
             if old is None:
                 inserts.append(offender)
                 insert_texts.append(ip)
@@ -357,28 +357,29 @@ class Collector:
         tx.insert_offenses(new, seen=now)
         tx.insert_offenders(inserts, now, insert_texts)
         firsts.sort(key=itemgetter(1))  # by address text: as fast to insert as numeric order
-        tx.insert_first_offenders(
-            ((o, ip, self._active_until(o.created, 1)) for o, ip in firsts), now
-        )
+        tx.insert_first_offenders(((o, ip, self._first_until(o)) for o, ip in firsts), now)
         tx.update_offenders(updates, now)
         tx.insert_events(events)
         report.new_offenses = len(new)
         report.new_offenders = len(inserts) + len(firsts)
         report.updated_offenders = len(updates)
 
-    def _active_until(self, last_offense: int, offense_count: int) -> int | None:
-        # The one retention rule (capped at MAX_TIME); Retention caches the TTL per count.
-        return self.retention.active_until(last_offense, offense_count)
+    def _first_until(self, offense: Offense) -> int | None:  # ingest.first_offender's too
+        return self.retention.active_until(offense.created, 1, (offense.source,))
 
-    def _merge(self, old: Offender | None, offenses: list[Offense]) -> Offender:
+    def _merge(
+        self, old: Offender | None, offenses: list[Offense], tx: Tx | None = None
+    ) -> Offender:
         first = min(o.created for o in offenses)
         last = max(o.created for o in offenses)
         sources = {o.source for o in offenses}
         devices = {o.device for o in offenses}
         vdoms = {f"{o.device}/{o.vdom}" for o in offenses}
         count = len(offenses)
-        note = None
+        note, times = None, [o.created for o in offenses]  # decay walks the times
         if old is not None:
+            if tx is not None and self.retention.decay_after is not None:
+                times += [o.created for o in tx.offenses_of(str(old.ip))]
             first, last = min(first, old.first_offense), max(last, old.last_offense)
             sources |= set(old.sources)
             devices |= set(old.devices)
@@ -393,7 +394,7 @@ class Collector:
             sources=tuple(sorted(sources)),
             devices=tuple(sorted(devices)),
             vdoms=tuple(sorted(vdoms)),
-            active_until=self._active_until(last, count),
+            active_until=self.retention.active_until(last, count, sources, times),
             status=OffenderStatus.LISTED,
             note=note,
         )

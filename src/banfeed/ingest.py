@@ -109,7 +109,7 @@ def first_offender(offense: Offense, retention: Retention) -> Offender:
         (o.source,),
         (o.device,),
         (f"{o.device}/{o.vdom}",),
-        retention.active_until(o.created, 1),
+        retention.active_until(o.created, 1, (o.source,)),
         OffenderStatus.LISTED,
     )
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import ip_network
+from typing import Any, Protocol
 
 from .errors import InputError
-from .models import AllowEntry, Offender, OffenderState, OffenderStatus
+from .models import AllowEntry, Offender, OffenderState, OffenderStatus, Offense
 from .net import (
     NEVER_BLOCK,
     IPAddress,
@@ -18,62 +19,227 @@ from .net import (
     never_block_reason,
     split_to_prefix,
 )
-from .timeutil import MAX_TIME, MIN_TIME
+from .timeutil import MAX_TIME, MIN_TIME, format_duration, iso
 
 # A TTL is a finite duration, but factor^(n−1) outgrows any float: no TTL needs to be longer
 # than the whole showable range, since any expiry it gives lies past MAX_TIME and is capped.
 _LONGEST_TTL = MAX_TIME - MIN_TIME
-_TTLS_CACHED = 4096  # distinct offense counts remembered per Retention; counts repeat a lot
+_TTLS_CACHED = 4096  # distinct counts, (base, step) pairs remembered per Retention: they repeat
 
 
 @dataclass(frozen=True, slots=True)
-class Retention:
-    """``active_until = min(last_offense + min(base_ttl × factor^(n−1), max_ttl), MAX_TIME)``.
+class TTLJudgement:
+    """An offender's TTL and why: the answer of :meth:`Retention.judge` (``show`` renders it)."""
 
-    ``None`` (``FOREVER``) is forever and stays ``None``: a ``base_ttl`` of forever gives no TTL
-    and no expiry; a ``max_ttl`` of forever leaves the escalation unbounded, and a computed
-    expiry past year 9999 is ``MAX_TIME`` (9999-12-31T23:59:59Z), the latest a store's times can
-    be shown as. This is the one place the rule lives: the collector and ``control`` call
-    :meth:`active_until`; nothing else adds a TTL to a time.
+    cause: str | None  # the [retention.causes] entry the base TTL came from; None: base_ttl
+    base_ttl: int | None  # None: forever
+    step: int  # escalation step: 0 for a first offense, n−1 for the nth without decay
+    multiplier: float  # factor ** step
+    decayed: int  # steps dropped by decay_after over the offender's quiet spells
+    capped: bool  # max_ttl shortened the escalated TTL
+    ttl: int | None  # None: forever
+    active_until: int | None  # None: forever
+
+    @property
+    def base_from(self) -> str:
+        return "base_ttl" if self.cause is None else f"[retention.causes] {self.cause}"
+
+    def reason(self) -> str:
+        """One line for people: ``1d from [retention.causes] DoS × 4 (step 2) … = 4d``."""
+        words = f"{format_duration(self.base_ttl)} from {self.base_from}"
+        if self.base_ttl is not None:
+            words += f" × {self.multiplier:g} (escalation step {self.step}"
+            words += f", {self.decayed} dropped by decay)" if self.decayed else ")"
+            words += ", capped by max_ttl" if self.capped else ""
+        return f"{words} = {format_duration(self.ttl)}, until {iso(self.active_until) or 'forever'}"
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "cause": self.cause,
+            "base_ttl": format_duration(self.base_ttl),
+            "base_from": self.base_from,
+            "step": self.step,
+            "multiplier": self.multiplier if math.isfinite(self.multiplier) else None,
+            "decayed_steps": self.decayed,
+            "capped": self.capped,
+            "ttl": format_duration(self.ttl),
+            "active_until": iso(self.active_until),
+            "reason": self.reason(),
+        }
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Retention:
+    """``active_until = min(last + min(base × factor^step, max_ttl), MAX_TIME)``, where
+
+    * ``base`` is the longest base TTL among the offender's causes: a cause's own entry of
+      ``causes`` (matched case-insensitively), else ``base_ttl``;
+    * ``step`` is ``n−1`` for ``n`` offenses; with ``decay_after``, it is walked along the
+      offense times instead: a first offense is step 0, each later one is
+      ``max(0, previous step − ⌊quiet / decay_after⌋) + 1``, ``quiet`` being the time since the
+      offense before it. Offenses counted but not in the times given (pruned history) are
+      taken to have had no quiet spell.
+
+    ``None`` (``FOREVER``) is forever and stays ``None``: a base of forever gives no TTL and
+    no expiry; a ``max_ttl`` of forever leaves the escalation unbounded, and a computed expiry
+    past year 9999 is ``MAX_TIME`` (9999-12-31T23:59:59Z), the latest a store's times can be
+    shown as. This is the one place the rule lives: :meth:`judge` (``active_until`` and
+    ``ttl`` are its answer's fields); nothing else adds a TTL to a time.
     """
 
     base_ttl: int | None
     factor: float = 2.0
     max_ttl: int | None = None
-    # offense count -> ttl. A million-entry ingest asks for the expiry of each new offender, so
-    # the formula (a float power) is worked out once per count. Mutating a dict leaves the
-    # frozen value intact; it is excluded from ==, hash and repr.
-    _ttls: dict[int, int | None] = field(
+    causes: Mapping[str, int | None] = field(default_factory=dict, hash=False)
+    decay_after: int | None = None  # None: no decay
+    # casefolded cause -> (the cause as configured, its base TTL)
+    _by_cause: dict[str, tuple[str, int | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+    # (base, step) -> (ttl, capped, multiplier). A million-entry ingest asks for the expiry of
+    # each new offender, so the formula (a float power) is worked out once per pair. Mutating a
+    # dict leaves the frozen value intact; it is excluded from ==, hash and repr.
+    _ttls: dict[tuple[int, int], tuple[int, bool, float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+    _plain: dict[int, int | None] = field(  # offense count -> ttl, no cause nor decay
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
 
-    def ttl(self, offense_count: int) -> int | None:
-        """``base_ttl × factor^(n−1)``, capped by ``max_ttl``; ``None`` when ``base_ttl`` is
-        forever. Always an int, never more than ``MAX_TIME - MIN_TIME`` seconds."""
-        if self.base_ttl is None:
-            return None
-        try:
-            # float() so an int factor cannot build a million-digit power for a huge count
-            ttl = self.base_ttl * float(self.factor) ** max(0, offense_count - 1)
-        except OverflowError:  # factor ** n beyond a float: longer than any cap
-            ttl = math.inf
-        if self.max_ttl is not None:
-            ttl = min(ttl, self.max_ttl)
-        return int(min(ttl, _LONGEST_TTL))
+    def __post_init__(self) -> None:
+        self._by_cause.update((c.casefold(), (c, ttl)) for c, ttl in self.causes.items())
 
-    def active_until(self, last_offense: int, offense_count: int) -> int | None:
-        """When an offender with ``offense_count`` offenses, the last at ``last_offense``, stops
-        being active: ``None`` for forever, otherwise never later than ``MAX_TIME``."""
+    def judge(
+        self,
+        last_offense: int,
+        offense_count: int,
+        causes: Iterable[str] = (),
+        times: Sequence[int] = (),
+    ) -> TTLJudgement:
+        """The TTL of an offender with ``offense_count`` offenses of ``causes``, the last at
+        ``last_offense``, and why. ``times``: its known offense times (only decay reads them)."""
+        cause, base = self.base(causes)
+        step = self.step(offense_count, times)
+        decayed = max(0, offense_count - 1) - step
+        if base is None:
+            return TTLJudgement(cause, None, step, 1.0, decayed, False, None, None)
         try:  # a subscript, not .get(): this is the hot path of a large ingest
-            ttl = self._ttls[offense_count]
+            ttl, capped, multiplier = self._ttls[base, step]
         except KeyError:
-            ttl = self.ttl(offense_count)
+            ttl, capped, multiplier = self._escalated(base, step)
             if len(self._ttls) < _TTLS_CACHED:
-                self._ttls[offense_count] = ttl
+                self._ttls[base, step] = ttl, capped, multiplier
+        until = last_offense + ttl
+        return TTLJudgement(
+            cause, base, step, multiplier, decayed, capped, ttl, min(until, MAX_TIME)
+        )
+
+    def active_until(
+        self,
+        last_offense: int,
+        offense_count: int,
+        causes: Iterable[str] = (),
+        times: Sequence[int] = (),
+    ) -> int | None:
+        """When the offender stops being active: ``None`` for forever, otherwise never later
+        than ``MAX_TIME`` — :meth:`judge`'s answer, without building its explanation."""
+        if causes or (times and self.decay_after is not None):
+            return self.judge(last_offense, offense_count, causes, times).active_until
+        # No cause, no decay: the TTL depends on the count only. A million-entry ingest asks
+        # this for each new offender, so judge's TTL is remembered per count.
+        try:  # a subscript, not .get(): this is the hot path of a large ingest
+            ttl = self._plain[offense_count]
+        except KeyError:
+            ttl = self.judge(MIN_TIME, offense_count).ttl
+            if len(self._plain) < _TTLS_CACHED:
+                self._plain[offense_count] = ttl
         if ttl is None:
             return None
         until = last_offense + ttl
         return until if until < MAX_TIME else MAX_TIME
+
+    def __repr__(self) -> str:  # the causes and decay only when set
+        words = f"base_ttl={self.base_ttl}, factor={self.factor}, max_ttl={self.max_ttl}"
+        words += f", causes={dict(self.causes)}" if self.causes else ""
+        words += f", decay_after={self.decay_after}" if self.decay_after is not None else ""
+        return f"Retention({words})"
+
+    def ttl(self, offense_count: int, causes: Iterable[str] = ()) -> int | None:
+        """The TTL of the ``offense_count``-th offense, no decay: ``None`` for forever. Always
+        an int, never more than ``MAX_TIME - MIN_TIME`` seconds."""
+        return self.judge(MIN_TIME, offense_count, causes).ttl
+
+    def base(self, causes: Iterable[str]) -> tuple[str | None, int | None]:
+        """The longest base TTL among ``causes`` (forever is longest) and the configured cause
+        it comes from, ``None`` for ``base_ttl``: a cause without an entry, or no cause, takes
+        ``base_ttl``. On a tie a cause's own entry is named, the one that sorts first."""
+        found: list[tuple[str, int | None]] = []
+        plain = False
+        for cause in causes:
+            entry = self._by_cause.get(cause.casefold())
+            if entry is None:
+                plain = True
+            else:
+                found.append(entry)
+        if plain or not found:
+            found.append(("", self.base_ttl))  # "": base_ttl, after every name on a tie
+        longest = max(found, key=lambda e: (math.inf if e[1] is None else e[1], e[0] != ""))
+        ties = [c for c, ttl in found if ttl == longest[1] and c]
+        return (min(ties, key=str.casefold) if ties else None), longest[1]
+
+    def step(self, offense_count: int, times: Sequence[int] = ()) -> int:
+        """The escalation step of the last of ``offense_count`` offenses (see the class)."""
+        plain = max(0, offense_count - 1)
+        if self.decay_after is None or len(times) < 2 or offense_count < 2:
+            return plain  # no quiet spell between two known offenses to decay by
+        known = sorted(times)[-offense_count:]
+        step = offense_count - len(known) - 1  # the pruned offenses before; −1: none
+        previous: int | None = None
+        for time in known:
+            if step < 0:
+                step = 0
+            else:
+                quiet = 0 if previous is None else time - previous
+                step = max(0, step - quiet // self.decay_after) + 1
+            previous = time
+        return max(step, 0)
+
+    def _escalated(self, base: int, step: int) -> tuple[int, bool, float]:
+        """(ttl, capped by max_ttl, multiplier) of ``base`` at ``step``."""
+        try:
+            # float() so an int factor cannot build a million-digit power for a huge step
+            multiplier = float(self.factor) ** step
+        except OverflowError:  # factor ** n beyond a float: longer than any cap
+            multiplier = math.inf
+        ttl = base * multiplier
+        capped = self.max_ttl is not None and ttl > self.max_ttl
+        if self.max_ttl is not None:
+            ttl = min(ttl, self.max_ttl)
+        return int(min(ttl, _LONGEST_TTL)), capped, multiplier
+
+
+class TTLSubject(Protocol):
+    """What :func:`ttl_record` reads: an offender, its stored offenses, the current rule."""
+
+    @property
+    def retention(self) -> Retention | None: ...
+    @property
+    def offender(self) -> Offender | None: ...
+    @property
+    def offenses(self) -> Sequence[Offense]: ...
+
+
+def ttl_record(subject: TTLSubject) -> dict[str, Any]:
+    """``{"ttl": …}`` for `show`: the TTL the current configuration computes from the stored
+    offenses, and whether it is the stored ``active_until`` (``"stored"``: computed at the last
+    offense, under the configuration then). Empty without an offender or a retention."""
+    if subject.retention is None or subject.offender is None:
+        return {}
+    o, times = subject.offender, [offense.created for offense in subject.offenses]
+    judged = subject.retention.judge(o.last_offense, o.offense_count, o.sources, times)
+    stored = judged.active_until == o.active_until
+    stale = "" if stored else "; not the stored active_until, computed by the rule then"
+    return {"ttl": judged.record() | {"reason": judged.reason() + stale, "stored": stored}}
 
 
 class AllowKind(StrEnum):

@@ -29,7 +29,7 @@ from .models import (
     Offense,
 )
 from .net import IPAddress, IPNetwork
-from .policy import Allowlist, holes, state, with_entries
+from .policy import Allowlist, Retention, holes, state, ttl_record, with_entries
 from .publish.render import decompress, offender_record
 from .store import Tx
 from .timeutil import iso
@@ -88,12 +88,13 @@ class OffenderDetail:
     allowlist: Allowlist
     now: int
     feeds: list[FeedVerdict] = field(default_factory=list)
+    retention: Retention | None = None  # the current [retention]: explains the TTL
 
     def record(self) -> dict[str, Any]:
         """The stable JSON shape of `banfeed show` (documented in docs/cli.md)."""
         record: dict[str, Any] = {"ip": str(self.ip)}
         if self.offender is not None:
-            record = offender_record(self.offender, self.now, self.allowlist)
+            record = offender_record(self.offender, self.now, self.allowlist) | ttl_record(self)
         by_origin: dict[str, dict[str, Any]] = {}
         for o in self.offenses:
             item = by_origin.setdefault(
@@ -142,7 +143,7 @@ def offender_detail(rt: Runtime, ip: IPAddress) -> OffenderDetail:
                 found = dataclasses.replace(found, shard=listing(tx, shown, build.spec.shards, ip))
             verdicts.append(found)
     allow = next(iter(builds.values())).allowlist if builds else publisher.policy.allowlist
-    return OffenderDetail(ip, offender, offenses, events, allow, rt.now(), verdicts)
+    return OffenderDetail(ip, offender, offenses, events, allow, rt.now(), verdicts, rt.retention())
 
 
 # Past this many never-block, protected and allowlisted networks, a search of suppressed

@@ -152,6 +152,8 @@ def _print_detail(detail: reports.OffenderDetail, record: dict[str, Any]) -> Non
         if record["suppressed_by"]:
             out.print(f"  suppressed: {record['suppressed_by']}")
         out.print(f"  first offense {record['first_offense']}, last {record['last_offense']}")
+        if "ttl" in record:  # how the current [retention] computes it
+            out.print(f"  ttl: {record['ttl']['reason']}")
         table = Table("device", "vdom", "offenses", "causes")
         for item in record["by_origin"]:
             causes = ", ".join(f"{c} ×{n}" for c, n in sorted(item["causes"].items()))

@@ -88,6 +88,10 @@ class DeviceTarget:
     def __repr__(self) -> str:  # never show the token
         return f"DeviceTarget(name={self.name!r}, url={self.url!r}, vdoms={self.vdoms!r})"
 
+    def client(self) -> FortiOSClient:
+        """The client the collector polls it with (a blocklist source brings its own)."""
+        return FortiOSClient(self)
+
 
 _CONTEXTS: dict[tuple[bool, str | None, float], ssl.SSLContext] = {}
 
