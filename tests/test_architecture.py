@@ -29,8 +29,10 @@ LAYERS: dict[str, int] = {
     "push": 4,
     "setupkit": 4,
     "alerts": 5,
+    "sharing": 5,
     "collector": 5,
-    "importing": 5,
+    "importing": 4,  # below blocklists, which reads lists with its parser
+    "blocklists": 5,
     "server": 5,
     "compose": 6,
     "checks": 6,

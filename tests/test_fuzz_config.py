@@ -46,6 +46,7 @@ BASE: dict[str, Any] = {
             "device_timeout": "1s",
         }
     ],
+    "blocklists": [{"name": "list-1", "url": "http://127.0.0.1:9/list.txt", "timeout": "1s"}],
 }
 # The first table of a nested array of tables, before a key of it is fuzzed.
 ARRAY_ITEMS: dict[str, dict[str, Any]] = {
@@ -252,7 +253,7 @@ def test_an_unknown_key_anywhere_is_refused_by_name(
     if section is None or section == "base_dir":
         data[key] = value
         where = ""
-    elif section in ("fortigates", "feeds", "fortimanagers"):
+    elif section in ("fortigates", "feeds", "fortimanagers", "blocklists"):
         data[section][0][key] = value
         where = f"{section}[0]."
     else:

@@ -11,7 +11,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import alerts, push
-from .config import Config
+from .blocklists import BlocklistTarget  # a list is polled, but loads no feed
+from .config import Config, blocklists
 from .config import fortimanager as fortimanagers
 from .errors import DeviceError, DeviceNotFoundError, InputError
 from .fortios import DeviceTarget, FeedStatus
@@ -66,6 +67,8 @@ def warnings(config: Config) -> list[str]:
             except OSError:
                 pass  # resolve_token reports an unreadable file with its reason
     found += fortimanagers.warnings(config.fortimanagers, config.base_dir)  # `check` polls them too
+    found += blocklists.warnings(config.blocklists, config.base_dir)  # polled as well
+    found += config.abuseipdb.warnings(config.base_dir)  # raises when enabled without a key
     status = config.server.status
     if config.dashboard.enabled and status.auth.type == "none" and not status.allow_from:
         found.append(
@@ -253,6 +256,7 @@ async def verify_feed(
             versions = tx.feed_versions(shards.key(feed, shard), 50)
     version = shown.version if shown else None
     devices = []
+    targets = [t for t in targets if not isinstance(t, BlocklistTarget)]  # (alerting's fleet)
     for name, status in await push.verify(targets, resource):
         if isinstance(status, DeviceNotFoundError):
             detail = (

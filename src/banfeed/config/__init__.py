@@ -17,7 +17,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
+from .abuseipdb import AbuseIPDBConfig
 from .alerts import AlertsConfig
+from .blocklists import Blocklists
 from .fields import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -84,6 +86,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     fortigates: list[FortiGateConfig] = []
     fortimanagers: FortiManagers = []  # after fortigates: its names are checked against them
+    blocklists: Blocklists = []  # after both: names unique across the three
     retention: RetentionConfig = RetentionConfig()
     allowlist: AllowlistConfig = AllowlistConfig()
     feeds: list[FeedConfig] = []
@@ -96,6 +99,7 @@ class Config(_Section):
     log: LogConfig = LogConfig()
     dashboard: DashboardConfig = DashboardConfig()
     alerts: AlertsConfig = AlertsConfig()
+    abuseipdb: AbuseIPDBConfig = AbuseIPDBConfig()
     # Where relative paths in the file are resolved; set by load(), not a TOML key.
     base_dir: Path = Field(Path("."), exclude=True)
 
