@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 
 from .collector import CycleReport
 from .compose import Runtime, feed_push_targets, push_targets
 from .config import Config
+from .policy import build_allowlist
 from .publish import Publisher, served
 from .publish.publisher import FeedResult
 from .push import Backoff, FeedSync, PushResult, push_quarantine
+from .sharing import abuseipdb
 from .store import Store
+from .timeutil import system_clock
 
 log = logging.getLogger("banfeed")
 
@@ -53,7 +57,28 @@ async def push_after_cycle(
                 result.count,
                 result.skipped,
             )
+    if config.abuseipdb.enabled:  # queued for a background task: never waits
+        share_abuseipdb(config, store, report)
     return results
+
+
+def share_abuseipdb(config: Config, store: Store, report: CycleReport) -> int:
+    """Queue the cycle's publishable offenders for AbuseIPDB (docs/abuseipdb.md): comments
+    never name a device, a VDOM or a device's host; exclude, protect and the allowlist are
+    never reported."""
+    fleet = config.fortigates
+    private = [fg.name for fg in fleet] + [v for fg in fleet for v in fg.vdoms if v != "*"]
+    private += [urlsplit(fg.url).hostname or "" for fg in fleet]
+    networks = [*config.allowlist.networks, *config.abuseipdb.exclude]
+    return abuseipdb.offer(
+        store,
+        config.abuseipdb,
+        (offender for offender, _ in report.published),
+        base_dir=config.base_dir,
+        private=private,
+        never=build_allowlist(networks, config.safety.protect),
+        clock=system_clock,
+    )
 
 
 def served_lines(publisher: Publisher, feed: str | None) -> list[str] | None:
@@ -79,4 +104,5 @@ async def collect_once(
     pushes = await push_after_cycle(
         rt.config, rt.store, report, lines, now=rt.now(), backoff=Backoff(), sync=FeedSync()
     )
+    await abuseipdb.drain(rt.store, rt.config.abuseipdb.timeout)  # what fits before we exit
     return report, results, pushes

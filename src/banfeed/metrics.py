@@ -68,3 +68,10 @@ ALERTS_DROPPED = Counter(
     "banfeed_alerts_dropped_total", "Alert deliveries dropped, oldest first, from a full queue."
 )
 ALERT_ACTIVE = Gauge("banfeed_alert_active", "Alerts firing now, by kind.", ["kind"])
+
+ABUSEIPDB_REPORTS = Counter(
+    "banfeed_abuseipdb_reports_total",
+    "AbuseIPDB reports by outcome (reported, rejected, rate_limited, failed, skipped, "
+    "daily_limit, dropped).",
+    ["outcome"],
+)

@@ -10,6 +10,7 @@ Exit codes: 0 ok; 1 the command ran but something failed (a device, a missing of
 """
 
 from . import (  # noqa: F401
+    abuseipdb,
     alerts,
     allow,
     audit,

@@ -145,6 +145,7 @@ READ_ONLY_COMMANDS = frozenset(
         "allow list",
         "user list",
         "token list",
+        "abuseipdb status",
     }
 )
 

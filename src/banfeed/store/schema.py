@@ -247,3 +247,18 @@ api_tokens = Table(
     Column("last_used", BigInteger, nullable=True),
     Column("note", Text, nullable=True),
 )
+
+# Reports sent to AbuseIPDB (`[abuseipdb]`), one row a report: when an address was last
+# reported (so a restart does not report it again) and how many were sent today (the daily
+# limit). ``categories`` is the comma-separated list sent; ``status``: reported | rejected.
+abuseipdb_reports = Table(
+    "abuseipdb_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ip", String(45), nullable=False),
+    Column("reported_at", BigInteger, nullable=False),
+    Column("categories", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Index(None, "ip", "reported_at"),
+    Index(None, "reported_at"),
+)

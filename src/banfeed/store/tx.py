@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from ._abuse import AbuseQueries
 from ._columns import ColumnQueries
 from ._control import ControlQueries
 from ._feeds import FeedQueries
@@ -27,6 +28,7 @@ class Tx(
     StatsQueries,
     TokenQueries,
     UserQueries,
+    AbuseQueries,
 ):
     """Everything inside one ``with store.read()`` / ``with store.write()`` block commits
     together or not at all (a read is one consistent snapshot on both databases)."""

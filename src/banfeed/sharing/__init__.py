@@ -1,0 +1,1 @@
+"""Sharing what banfeed publishes with outside services (``abuseipdb``: AbuseIPDB reports)."""
