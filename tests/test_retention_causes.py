@@ -311,3 +311,19 @@ def test_decay_across_cycles_reads_the_stored_offenses(
         assert back["stored"] and back["stored_active_until"] == iso(T0 - 60 + 2 * DAY)
     finally:
         rt.store.close()
+
+
+def test_an_import_takes_the_base_ttl_of_the_imported_cause(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "banfeed.toml",
+        f"sqlite:///{tmp_path / 'b.db'}",
+        '[retention]\nbase_ttl = "30d"\n[retention.causes]\nimported = "2d"\n',
+    )
+    env = {"BANFEED_CONFIG": str(config)}
+    assert cli("db", "upgrade", env=env).exit_code == 0
+    listing = tmp_path / "list.txt"
+    listing.write_text("45.33.9.9\n")
+    assert cli("import", str(listing), env=env).exit_code == 0
+    shown = json.loads(cli("show", "45.33.9.9", "--format", "json", env=env).output)
+    assert shown["ttl"]["base_from"].endswith("imported"), shown["ttl"]
+    assert shown["ttl"]["base_ttl"] == "2d" and shown["ttl"]["stored"] is True, shown["ttl"]

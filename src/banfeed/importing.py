@@ -238,7 +238,7 @@ def import_list(
         report.addresses, report.networks = len(new), len(networks)
         if dry_run:
             return report
-        until = expires if ttl is not None else retention.active_until(now, 1)
+        until = expires if ttl is not None else retention.active_until(now, 1, ("imported",))
         origin = (f"{IMPORT_DEVICE}/{source}",)
         offenders = [
             Offender(
