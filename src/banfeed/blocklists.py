@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from .config import beside
 from .config.blocklists import BlocklistConfig
 from .errors import (
     ConfigError,
@@ -84,9 +85,7 @@ def targets_from(sections: Sequence[BlocklistConfig], base_dir: Path) -> list[De
         else:
             if found is not None:
                 header, secret = found
-        ca_file = item.ca_file
-        if ca_file is not None and not ca_file.is_absolute():
-            ca_file = base_dir / ca_file
+        ca_file = None if item.ca_file is None else beside(item.ca_file, base_dir)
         built.append(
             BlocklistTarget(
                 name=item.device,

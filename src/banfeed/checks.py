@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from . import alerts, push
 from .blocklists import BlocklistTarget  # a list is polled, but loads no feed
-from .config import Config, blocklists
+from .config import Config, beside, blocklists
 from .config import fortimanager as fortimanagers
 from .errors import DeviceError, DeviceNotFoundError, InputError
 from .fortios import DeviceTarget, FeedStatus
@@ -60,7 +60,7 @@ def warnings(config: Config) -> list[str]:
                     "and your own public ranges so they can never be published"
                 )
         if fg.token_file is not None:
-            path = fg.token_file if fg.token_file.is_absolute() else config.base_dir / fg.token_file
+            path = beside(fg.token_file, config.base_dir)
             try:
                 if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                     found.append(f"{where}.token_file: {path} is readable by others — chmod 600")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Config, FeedConfig
+from .config import Config, FeedConfig, beside
 from .errors import ConfigError
 from .models import Family
 from .policy import Allowlist, Escalation, PrefixGuard, Retention, build_allowlist
@@ -86,9 +86,7 @@ def targets(config: Config) -> list[DeviceTarget]:
             token = fg.resolve_token(config.base_dir)
         except ConfigError as exc:
             problem = str(exc)
-        ca_file = fg.ca_file
-        if ca_file is not None and not ca_file.is_absolute():
-            ca_file = config.base_dir / ca_file
+        ca_file = None if fg.ca_file is None else beside(fg.ca_file, config.base_dir)
         built.append(
             DeviceTarget(
                 name=fg.name,
@@ -180,7 +178,7 @@ def config_path_of(config: Config, path: Path | None) -> str | None:
     """A path from the config, relative to the config file's folder."""
     if path is None:
         return None
-    return str(path if path.is_absolute() else config.base_dir / path)
+    return str(beside(path, config.base_dir))
 
 
 @dataclass

@@ -29,6 +29,7 @@ from .fields import (
     Network,
     Size,
     _Section,
+    beside,
     read_secret,
     split_listen,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "config_path",
     "load",
     "parse",
+    "beside",
     "read_secret",
     "split_listen",
 ]

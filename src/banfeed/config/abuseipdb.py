@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, StrictBool, field_validator, model_validator
 
-from .fields import FiniteDuration, Network, _Section, read_secret
+from .fields import FiniteDuration, Network, _Section, beside, read_secret
 
 API_URL = "https://api.abuseipdb.com/api/v2"
 CATEGORIES = range(1, 24)  # AbuseIPDB's category numbers (3 Fraud Orders … 23 IoT Targeted)
@@ -132,7 +132,7 @@ class AbuseIPDBConfig(_Section):
         if self.url.startswith("http://"):
             found.append("abuseipdb.url: plain http sends the API key in clear — use https")
         if self.key_file is not None:
-            path = self.key_file if self.key_file.is_absolute() else base_dir / self.key_file
+            path = beside(self.key_file, base_dir)
             if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                 found.append(f"abuseipdb.key_file: {path} is readable by others — chmod 600")
         return found

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, StrictBool, field_validator, model_validator
 
 from ..errors import ConfigError
-from .fields import FiniteDuration, _Section, read_secret
+from .fields import FiniteDuration, _Section, beside, read_secret
 
 
 class AlertKind(StrEnum):
@@ -135,7 +135,7 @@ class AlertTargetConfig(_Section):
                 )
         else:
             assert self.urls_file is not None  # _complete
-            path = self.urls_file if self.urls_file.is_absolute() else base_dir / self.urls_file
+            path = beside(self.urls_file, base_dir)
             try:
                 text = path.read_text(encoding="utf-8")
             except OSError as exc:

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from .fields import NAME_PATTERN, FiniteDuration, Size, _Section, read_secret
+from .fields import NAME_PATTERN, FiniteDuration, Size, _Section, beside, read_secret
 
 PREFIX = "import:"  # a list's device name: "import:NAME"
 MAX_CAUSE = 64  # as a device's cause text (fortios.parse.MAX_SOURCE_TEXT)
@@ -165,7 +165,7 @@ def warnings(blocklists: Sequence[BlocklistConfig], base_dir: Path) -> list[str]
             file: Path | None = getattr(item, key)
             if file is None:
                 continue
-            path = file if file.is_absolute() else base_dir / file
+            path = beside(file, base_dir)
             try:
                 if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                     found.append(f"{where}.{key}: {path} is readable by others — chmod 600")

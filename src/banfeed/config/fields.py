@@ -68,6 +68,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+def beside(path: Path, base_dir: Path) -> Path:
+    """A path from the config: as written when absolute, else in the config file's folder."""
+    return path if path.is_absolute() else base_dir / path
+
+
 def read_secret(
     where: str,
     literal: SecretStr | None,
@@ -87,7 +92,7 @@ def read_secret(
                 f"{where}_env: ${env} is not set — export {env}=<{what}> or use {where}_file"
             )
     elif file is not None:
-        path = file if file.is_absolute() else base_dir / file
+        path = beside(file, base_dir)
         try:
             secret = path.read_text(encoding="utf-8")
         except OSError as exc:

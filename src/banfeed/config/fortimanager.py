@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from .fields import NAME_PATTERN, FiniteDuration, Size, _is_name, _Section, read_secret
+from .fields import NAME_PATTERN, FiniteDuration, Size, _is_name, _Section, beside, read_secret
 from .sections import FortiGateConfig
 
 # The separator between a FortiManager's name and its managed device's name: "fmg-1.edge-7".
@@ -171,7 +171,7 @@ def warnings(fortimanagers: Sequence[FortiManagerConfig], base_dir: Path) -> lis
                 "path can read its API key; set ca_file to its CA instead"
             )
         if fmg.token_file is not None:
-            path = fmg.token_file if fmg.token_file.is_absolute() else base_dir / fmg.token_file
+            path = beside(fmg.token_file, base_dir)
             try:
                 if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                     found.append(f"{where}.token_file: {path} is readable by others — chmod 600")

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
+from ..config import beside
 from ..config.fortimanager import SEPARATOR, FortiManagerConfig
 from ..errors import ConfigError, DeviceError
 from ..models import DeviceStatus, PollResult
@@ -54,9 +55,7 @@ def targets_from(sections: Sequence[FortiManagerConfig], base_dir: Path) -> list
             token = fmg.resolve_token(base_dir)
         except ConfigError as exc:
             problem = str(exc)
-        ca_file = fmg.ca_file
-        if ca_file is not None and not ca_file.is_absolute():
-            ca_file = base_dir / ca_file
+        ca_file = None if fmg.ca_file is None else beside(fmg.ca_file, base_dir)
         built.append(
             FortiManagerTarget(
                 name=fmg.name,
