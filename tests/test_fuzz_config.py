@@ -9,7 +9,8 @@ import re
 import tempfile
 import unicodedata
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -133,6 +134,54 @@ def leaf_keys() -> list[tuple[str, str, bool]]:
 
 LEAVES = leaf_keys()
 
+
+def array_keys() -> set[str]:
+    """The keys whose value is an array (of values, not of tables): a table or another array
+    there may be what is wrong, or an array may be right."""
+    found = set()
+    models = [m for f in Config.model_fields.values() if (m := _model(f.annotation))]
+    while models:
+        model = models.pop()
+        for name, field in model.model_fields.items():
+            sub = _model(field.annotation)
+            if sub is not None:
+                models.append(sub)
+            elif _is_array(field.annotation):
+                found.add(name)
+    return found
+
+
+def _is_array(annotation: Any) -> bool:
+    """A list or tuple, or an optional one (not a table whose values are lists)."""
+    if get_origin(annotation) in (list, tuple):
+        return True
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_is_array(a) for a in get_args(annotation))
+    return get_origin(annotation) is Annotated and _is_array(get_args(annotation)[0])
+
+
+ARRAY_KEYS = array_keys()
+
+
+def table_keys() -> set[str]:
+    """The keys whose value is a table of values (``retention.causes``, ``abuseipdb.categories``):
+    there a table is right, and a table or an array in place of one of its values is wrong."""
+    found = set()
+    models = [m for f in Config.model_fields.values() if (m := _model(f.annotation))]
+    while models:
+        model = models.pop()
+        for name, field in model.model_fields.items():
+            if (sub := _model(field.annotation)) is not None:
+                models.append(sub)
+            elif get_origin(field.annotation) is dict or any(
+                get_origin(a) is dict for a in get_args(field.annotation)
+            ):
+                found.add(name)
+    return found
+
+
+TABLE_KEYS = table_keys()
+
 # -- running it -------------------------------------------------------------------------------
 
 
@@ -226,12 +275,14 @@ def test_a_table_or_array_where_a_value_belongs_names_the_key(
     leaf: tuple[str, str, bool], value: Any
 ) -> None:
     section, key, many = leaf
-    if key in ("networks", "protect", "trusted_proxies", "proxy_from", "allow_from", "vdoms"):
+    if key in ARRAY_KEYS or key in ("networks", "protect", "trusted_proxies", "proxy_from"):
         value = {"x": value}  # these keys take arrays: an array may be right
-    if key in ("adoms", "targets"):  # fortimanagers' arrays too
+    if key in ("adoms", "targets", "allow_from", "vdoms"):  # arrays too (fortimanagers' …)
         value = {"x": value}
     if key in ("causes", "devices", "access_log", "max_entries", "seen_within"):
         value = {"x": value}
+    if key in TABLE_KEYS:
+        value = {"x": {"y": value}}  # a table where one of the table's values belongs
     data = json.loads(json.dumps(BASE))
     _place(data, section, many)[key] = value
     code, output = check(toml(data))
