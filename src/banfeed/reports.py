@@ -31,7 +31,7 @@ from .models import (
 from .net import IPAddress, IPNetwork
 from .policy import Allowlist, Retention, holes, state, ttl_record, with_entries
 from .publish.render import decompress, offender_record
-from .store import Tx
+from .store import OffenderWhere, Tx
 from .timeutil import iso
 
 # Builds (numpy) load where a report needs one: `list` reads rows only.
@@ -166,34 +166,28 @@ class OffenderFilter:
     first_since: int | None = None  # the first offense at or after it
     first_until: int | None = None  # the first offense at or before it
 
-    def store_filters(self, now: int, allowlist: Allowlist | None = None) -> dict[str, Any]:
+    def store_filters(self, now: int, allowlist: Allowlist | None = None) -> OffenderWhere:
         """What the store can narrow in SQL; the state is decided exactly afterwards. With the
         ``allowlist``, a search of suppressed offenders reads only the never-block, protected
         and allowlisted ranges (not every row of the store)."""
-        found: dict[str, Any] = {
-            "within": self.within,
-            "since": self.since,
-            "last_until": self.last_until,
-            "first_since": self.first_since,
-            "first_until": self.first_until,
-            "sources": self.causes,
-            "devices": self.devices,
-            "vdoms": self.vdoms,
-        }
-        states = self.states
+        states, active_at, expired_at = self.states, None, None
+        status: OffenderStatus | None = None
         if states == {OffenderState.ACTIVE}:
-            found["active_at"] = now
+            active_at = now
         elif states == {OffenderState.EXPIRED}:
-            found["expired_at"] = now
+            expired_at = now
         elif states == {OffenderState.UNBANNED}:
-            found["status"] = OffenderStatus.UNBANNED
+            status = OffenderStatus.UNBANNED
         elif states and OffenderState.UNBANNED not in states:
-            found["status"] = OffenderStatus.LISTED
-        if states == {OffenderState.SUPPRESSED} and allowlist is not None:
-            ranges = holes(allowlist)
-            if len(ranges) <= MAX_SQL_RANGES:
-                found["inside"] = ranges
-        return found
+            status = OffenderStatus.LISTED
+        ranges = holes(allowlist) if allowlist is not None else []
+        suppressed = states == {OffenderState.SUPPRESSED} and len(ranges) <= MAX_SQL_RANGES
+        return OffenderWhere(
+            status=status, active_at=active_at, expired_at=expired_at, within=self.within,
+            inside=ranges if suppressed else (), since=self.since, last_until=self.last_until,
+            first_since=self.first_since, first_until=self.first_until, sources=self.causes,
+            devices=self.devices, vdoms=self.vdoms,
+        )  # fmt: skip
 
 
 def listed_offenders(
@@ -210,7 +204,7 @@ def listed_offenders(
     where = where or OffenderFilter()
     if every:
         where = dataclasses.replace(where, states=frozenset())
-    for offender in tx.iter_offenders_matching(**where.store_filters(now, allowlist)):
+    for offender in tx.iter_offenders_matching(where.store_filters(now, allowlist)):
         if not where.states or state(offender, now, allowlist) in where.states:
             yield offender
 

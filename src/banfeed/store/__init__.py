@@ -7,7 +7,8 @@ which database it is.
 """
 
 from ._columns import FOREVER, OffenderColumns, Snapshot
+from ._filters import OffenderWhere
 from .engine import Store, open_store
 from .tx import Tx
 
-__all__ = ["FOREVER", "OffenderColumns", "Snapshot", "Store", "Tx", "open_store"]
+__all__ = ["FOREVER", "OffenderColumns", "OffenderWhere", "Snapshot", "Store", "Tx", "open_store"]

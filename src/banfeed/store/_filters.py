@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from ipaddress import ip_network
 from typing import Any
 
@@ -55,25 +56,39 @@ def _has_vdom(vdoms: Sequence[str], wanted: Sequence[str]) -> bool:
     return any(w.lower() in (full if "/" in w else names) for w in wanted)
 
 
+@dataclass(frozen=True)
+class OffenderWhere:
+    """What the offender reads (`list`, the dashboard's search) narrow by; each given must
+    hold: ``status``; active at ``active_at``; listed and expired at ``expired_at``; the
+    address inside ``within`` and inside any network of ``inside``; the last offense between
+    ``since`` and ``last_until``, the first between ``first_since`` and ``first_until``; one of
+    ``sources``, ``devices`` or ``vdoms`` (case-insensitive; a VDOM as ``name`` or
+    ``device/name``)."""
+
+    status: OffenderStatus | None = None
+    active_at: int | None = None
+    expired_at: int | None = None
+    within: IPNetwork | None = None
+    inside: Sequence[IPNetwork] = ()
+    since: int | None = None
+    last_until: int | None = None
+    first_since: int | None = None
+    first_until: int | None = None
+    sources: Sequence[str] = ()
+    devices: Sequence[str] = ()
+    vdoms: Sequence[str] = ()
+
+
 def narrowed(
-    query: Select[Any],
-    *,
-    status: OffenderStatus | None,
-    active_at: int | None,
-    expired_at: int | None,
-    within: IPNetwork | None,
-    since: int | None,
-    sources: Sequence[str],
-    devices: Sequence[str],
-    vdoms: Sequence[str],
-    inside: Sequence[IPNetwork] = (),
-    last_until: int | None = None,
-    first_since: int | None = None,
-    first_until: int | None = None,
+    query: Select[Any], where: OffenderWhere
 ) -> tuple[Select[Any], list[Callable[[Offender], bool]]]:
     """The one meaning of the offender filters (`list`, the dashboard's search): ``query``
     narrowed in SQL, and the exact checks to run on each row it returns (the JSON lists of
     causes, devices and VDOMs are prefiltered in SQL by text, decided here)."""
+    status, active_at, expired_at = where.status, where.active_at, where.expired_at
+    within, inside, since = where.within, where.inside, where.since
+    sources, devices, vdoms = where.sources, where.devices, where.vdoms
+    last_until, first_since, first_until = where.last_until, where.first_since, where.first_until
     if status is not None:
         query = query.where(offenders.c.status == status.value)
     if active_at is not None:
@@ -130,46 +145,15 @@ def narrowed(
     return query, checks
 
 
+ALL = OffenderWhere()  # every offender
+
+
 class FilterQueries:
     conn: Connection
 
-    def iter_offenders_matching(
-        self,
-        *,
-        status: OffenderStatus | None = None,
-        active_at: int | None = None,
-        expired_at: int | None = None,
-        within: IPNetwork | None = None,
-        since: int | None = None,
-        sources: Sequence[str] = (),
-        devices: Sequence[str] = (),
-        vdoms: Sequence[str] = (),
-        inside: Sequence[IPNetwork] = (),
-        last_until: int | None = None,
-        first_since: int | None = None,
-        first_until: int | None = None,
-    ) -> Iterator[Offender]:
-        """Offenders in numeric address order that pass every filter given: ``status``;
-        active at ``active_at``; listed and expired at ``expired_at``; address inside
-        ``within`` and inside any network of ``inside``; the last offense at or after ``since``
-        and at or before ``last_until``, the first one between ``first_since`` and
-        ``first_until``; one of ``sources``, ``devices`` or ``vdoms`` (each case-insensitive;
-        a VDOM as ``name`` or ``device/name``)."""
-        query, checks = narrowed(
-            select(offenders).order_by(offenders.c.sort_key),
-            status=status,
-            active_at=active_at,
-            expired_at=expired_at,
-            within=within,
-            since=since,
-            sources=sources,
-            devices=devices,
-            vdoms=vdoms,
-            inside=inside,
-            last_until=last_until,
-            first_since=first_since,
-            first_until=first_until,
-        )
+    def iter_offenders_matching(self, where: OffenderWhere | None = None) -> Iterator[Offender]:
+        """Offenders in numeric address order that pass every filter of ``where``."""
+        query, checks = narrowed(select(offenders).order_by(offenders.c.sort_key), where or ALL)
         for row in self.conn.execution_options(yield_per=5000).execute(query):
             offender = offender_from_row(row)
             if all(check(offender) for check in checks):

@@ -8,15 +8,14 @@ OFFSET, so page 1,000 costs what page 1 does. The filters mean what they mean fo
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from ..models import Offender, OffenderStatus
-from ..net import IPNetwork
+from ..models import Offender
 from ._common import active, offender_from_row
-from ._filters import narrowed
+from ._filters import ALL, OffenderWhere, narrowed
 from .schema import offenders, offenses
 
 # What offenders may be sorted by (each a NOT NULL column); the address breaks ties.
@@ -39,20 +38,9 @@ class SearchQueries:
         descending: bool = False,
         after: tuple[int, bytes] | None = None,
         min_offenses: int = 1,
-        status: OffenderStatus | None = None,
-        active_at: int | None = None,
-        expired_at: int | None = None,
-        within: IPNetwork | None = None,
-        since: int | None = None,
-        sources: Sequence[str] = (),
-        devices: Sequence[str] = (),
-        vdoms: Sequence[str] = (),
-        inside: Sequence[IPNetwork] = (),
-        last_until: int | None = None,
-        first_since: int | None = None,
-        first_until: int | None = None,
+        where: OffenderWhere = ALL,
     ) -> Iterator[Offender]:
-        """Offenders passing every filter given, ordered by ``sort`` (then the address), from
+        """Offenders passing every filter of ``where``, ordered by ``sort`` (then the address), from
         just past ``after`` (the sort value and ``sort_key`` of the last row already shown; the
         value is ignored when sorting by address). Lazy: stop reading when the page is full."""
         column = _column(sort)
@@ -73,21 +61,7 @@ class SearchQueries:
                 )
         if min_offenses > 1:
             query = query.where(offenders.c.offense_count >= min_offenses)
-        query, checks = narrowed(
-            query,
-            status=status,
-            active_at=active_at,
-            expired_at=expired_at,
-            within=within,
-            since=since,
-            sources=sources,
-            devices=devices,
-            vdoms=vdoms,
-            inside=inside,
-            last_until=last_until,
-            first_since=first_since,
-            first_until=first_until,
-        )
+        query, checks = narrowed(query, where)
         # Rows come in batches of a page (50 shown + 1 to know there is a next): a bigger batch
         # builds rows no page shows (at 1,000,000 offenders, an eighth of a search's time).
         result = self.conn.execution_options(yield_per=64).execute(query)

@@ -209,7 +209,7 @@ def search(web: Web, query: OffenderQuery) -> Page:
             descending=query.sort.startswith("-"),
             after=after,
             min_offenses=query.min_offenses,
-            **where.store_filters(now, allow),
+            where=where.store_filters(now, allow),
         ):
             found = state(offender, now, allow)
             if chosen and found not in chosen:
