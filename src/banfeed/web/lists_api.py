@@ -6,6 +6,8 @@ only the removal is here."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,8 +19,10 @@ from .api import PREFIX, _call, _error
 from .bodies import TARGET_EXAMPLE, json_body
 from .context import Web, store_failed
 from .lists import AllowQuery, BanQuery, EventQuery, allow_rows, ban_page, do, event_page
-from .search import OffenderQuery, csv_response, export_query, search
+from .search import OffenderQuery, Query, csv_response, export_query, search
 from .sessions import Session, guarded
+
+Q = TypeVar("Q", bound=Query)
 
 
 def _params(request: Request) -> dict[str, list[str]]:
@@ -28,29 +32,25 @@ def _params(request: Request) -> dict[str, list[str]]:
 def routes(web: Web) -> list[Route]:
     viewer = guarded(web, api=True)
 
-    @viewer
-    async def allowlist(request: Request, _session: Session) -> Response:
-        try:
-            query = AllowQuery.parse(_params(request))
-        except InputError as exc:
-            return _error(400, str(exc))
-        return await _call(lambda: {"allowlist": [r.record() for r in allow_rows(web, query)]})
+    def reader(model: type[Q], answer: Callable[[Q], dict[str, Any]]) -> Any:
+        """A read route: the query string parsed into ``model`` (400 if it is not one), then
+        ``answer`` of it off the event loop."""
 
-    @viewer
-    async def bans(request: Request, _session: Session) -> Response:
-        try:
-            query = BanQuery.parse(_params(request))
-        except InputError as exc:
-            return _error(400, str(exc))
-        return await _call(lambda: ban_page(web, query).record())
+        @viewer
+        async def read(request: Request, _session: Session) -> Response:
+            try:
+                query = model.parse(_params(request))
+            except InputError as exc:
+                return _error(400, str(exc))
+            return await _call(lambda: answer(query))
 
-    @viewer
-    async def events(request: Request, _session: Session) -> Response:
-        try:
-            query = EventQuery.parse(_params(request))
-        except InputError as exc:
-            return _error(400, str(exc))
-        return await _call(lambda: event_page(web, query).record())
+        return read
+
+    allowlist = reader(
+        AllowQuery, lambda q: {"allowlist": [r.record() for r in allow_rows(web, q)]}
+    )
+    bans = reader(BanQuery, lambda q: ban_page(web, q).record())
+    events = reader(EventQuery, lambda q: event_page(web, q).record())
 
     @viewer
     async def offenders_csv(request: Request, _session: Session) -> Response:
