@@ -12,9 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
 from typing import Any, Protocol
 
+from .. import cyclelog
 from ..config.alerts import AlertKind, Severity
 from ..ingest import Reported
-from ..models import Consumer, DeviceStatus, FeedState, PollResult
+from ..models import Consumer, DeviceStatus, FeedState
 from ..timeutil import format_duration, iso
 from .model import Alert
 
@@ -245,15 +246,10 @@ def feeds_diverged(verifications: Iterable[Verification], now: int) -> list[Aler
     return found
 
 
-class Cycle(Protocol):
-    """What a cycle's report tells (``collector.CycleReport``)."""
+class Cycle(cyclelog.Cycle, Protocol):
+    """What a cycle's report tells (``collector.CycleReport``): what the cycle log reads, and
+    the offenders it published."""
 
-    @property
-    def started(self) -> int: ...
-    @property
-    def results(self) -> Sequence[PollResult]: ...
-    @property
-    def new_offenders(self) -> int: ...
     @property
     def published(self) -> Sequence[Reported]: ...
 
