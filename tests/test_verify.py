@@ -286,7 +286,9 @@ def test_demo_configures_its_feeds_so_verify_shows_each_devices_count(tmp_path: 
         for device in doc["devices"]:
             assert device["verdict"] in ("in_sync", "behind")
             assert device["valid"] == entries[device["holds_version"]]  # a count it served
-            assert device["last_http"] == 200
+            # 200, or 304 when its refresh found the version it holds still served (the demo
+            # collects every second, so a refresh may fall between two publishes)
+            assert device["last_http"] in (200, 304)
         # A device in sync holds exactly what is served: at most a cycle away, so wait for it.
         wait_for(
             lambda: any(d["verdict"] == "in_sync" for d in verify_json(env)[1]["devices"]),
