@@ -40,6 +40,19 @@ def backed_off(status: DeviceStatus | None, token: str | None, now: int) -> bool
     return status.backoff_token is None or status.backoff_token == token
 
 
+def health(status: DeviceStatus, now: int) -> str:
+    """A status row's state in one word, worst last: ok, not_polled, failing, backed_off (the
+    dashboard's overview and sources pages and their JSON say it in these terms)."""
+    if status.backoff_until is not None and status.backoff_until > now:
+        return "backed_off"
+    if status.error_kind:
+        return "failing"
+    return "ok" if status.last_success is not None else "not_polled"
+
+
+HEALTH_RANK = {"ok": 0, "not_polled": 1, "failing": 2, "backed_off": 3}
+
+
 def next_status(
     old: DeviceStatus | None, result: PollResult, now: int, token: str | None
 ) -> DeviceStatus | None:

@@ -1,4 +1,4 @@
-"""Commands of the alerts: alerts test."""
+"""Commands of the alerts: alerts list, alerts test."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .base import EXIT_FAILED, Context, bad, handle_errors, main, ok, out, pass_
 
 @main.group()
 def alerts() -> None:
-    """Alert targets ([[alerts.targets]]: webhooks, apprise); docs/alerts.md."""
+    """Alerts sent, and their targets ([[alerts.targets]]: webhooks, apprise); docs/alerts.md."""
 
 
 @alerts.command("test")
@@ -43,3 +43,38 @@ def alerts_test(ctx: Context, fmt: str) -> None:
         out.print(table)
     if not outcomes or not all(o.ok for o in outcomes):
         raise SystemExit(EXIT_FAILED)
+
+
+@alerts.command("list")
+@FORMAT
+@pass_ctx
+@handle_errors
+def alerts_list(ctx: Context, fmt: str) -> None:
+    """The alerts firing now and the last notices sent, newest first (what the dashboard and
+    GET /api/v1/alerts show), from the store: what `banfeed run` last saved there."""
+    from .. import alerts as alerting
+    from ..web.overview import alert_records
+
+    with ctx.runtime() as rt:
+        shown = alert_records(alerting.recent_alerts(rt.store))
+    if fmt == "json":
+        emit(shown)
+        return
+
+    def when(text: str | None) -> str:
+        return (text or "")[:16].replace("T", " ")  # short_time's form of an ISO time
+
+    if shown["firing"]:
+        table = Table("severity", "kind", "about", "since (UTC)", "what", title="firing now")
+        for a in shown["firing"]:
+            table.add_row(a["severity"], a["kind"], a["subject"], when(a["since"]), a["text"])
+        out.print(table)
+    else:
+        out.print("no alert firing")
+    table = Table("sent (UTC)", "status", "kind", "about", "what", title="last notices")
+    for a in shown["recent"]:
+        table.add_row(when(a["time"]), a["status"], a["kind"], a["subject"], a["text"])
+    if shown["recent"]:
+        out.print(table)
+    else:
+        out.print("no notice sent yet")

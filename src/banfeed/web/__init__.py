@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import api, feedapi, feedviews, lists_api, lists_pages, pages
+from . import api, feedapi, feedviews, lists_api, lists_pages, pages, sources
 from .context import Host, Site, Web, signing_secret
 
 __all__ = ["Host", "Site", "Web", "dashboard_routes"]
@@ -27,4 +27,5 @@ def dashboard_routes(host: Host) -> list[BaseRoute]:
         *pages.routes(web),
         *feedviews.routes(web),
         *lists_pages.routes(web),
+        *sources.routes(web),
     ]

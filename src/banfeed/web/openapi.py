@@ -276,6 +276,13 @@ def document() -> dict[str, Any]:
                     "responses": _answers("devices", {"type": "array", "items": obj}),
                 }
             },
+            "/api/v1/sources": {
+                "get": {
+                    "summary": "Each source (FortiGate, FortiManager and its devices, list) with "
+                    "its status; AbuseIPDB reporting; the alert targets",
+                    "responses": _answers("sources, abuseipdb, alerts", obj),
+                }
+            },
             "/api/v1/unban": _action("Stop publishing an address or banned network"),
             "/api/v1/unban-everywhere": _action(
                 "Unban, then release the offenders from every FortiGate's quarantine "

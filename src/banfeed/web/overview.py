@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import alerts, cyclelog, reports
+from .. import alerts, cyclelog, devicestatus, reports
 from ..alerts import Alert
 from ..cyclelog import CycleEntry
 from ..errors import InputError
@@ -51,13 +51,12 @@ def feed_record(feed: reports.FeedOverview) -> dict[str, Any]:
 
 
 def device_words(status: DeviceStatus, now: int) -> str:
-    if status.backoff_until is not None and status.backoff_until > now:
+    state = devicestatus.health(status, now)
+    if state == "backed_off":
         return f"backed off until {iso(status.backoff_until)} after {status.error_kind}"
-    if status.error_kind:
+    if state == "failing":
         return f"failing: {status.error_kind}"
-    if status.last_success is None:
-        return "not polled yet"
-    return "ok"
+    return "not polled yet" if state == "not_polled" else "ok"
 
 
 def device_record(status: DeviceStatus, now: int) -> dict[str, Any]:
