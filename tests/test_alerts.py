@@ -32,6 +32,7 @@ from banfeed.alerts import (
 from banfeed.errors import ConfigError
 from banfeed.server.consumers import Fetches
 from banfeed.store import Store, open_store
+from banfeed.store.leases import STALE, Leases
 from conftest import Clock, RunningDaemon, cli, fortigate_toml, wait_for, write_config
 
 T0 = 1_800_000_000
@@ -46,6 +47,7 @@ class Host:
     clock: Any
     crashed: BaseException | None = None
     stopped: bool = False
+    leases: Leases | None = None  # a replica's, sharing the fleet; None: the whole fleet
 
     def request_stop(self) -> None:
         self.stopped = True
@@ -79,9 +81,11 @@ def capture(caplog: pytest.LogCaptureFixture) -> None:
         logging.getLogger().addHandler(caplog.handler)
 
 
-def alerting_for(path: Path, clock: Any) -> tuple[Alerting, Host]:
+def alerting_for(path: Path, clock: Any, replica: str | None = None) -> tuple[Alerting, Host]:
     config = config_mod.load(path)
-    host = Host(config, open_store(config.store_url()), clock)
+    store = open_store(config.store_url())
+    leases = None if replica is None else Leases(store, clock, replica)
+    host = Host(config, store, clock, leases=leases)
     return Alerting(host, checks.verify_feed), host
 
 
@@ -226,6 +230,38 @@ def test_a_feed_held_by_the_mass_drop_guard_alerts_once_then_resolves(
         assert [a.resolved for a in recent_alerts(alerting)] == [True, False]
         assert recent_alerts(host.store) == recent_alerts(alerting)
         host.store.close()
+    finally:
+        site["sim"].stop()
+
+
+def test_replicas_send_the_fleets_alerts_once_and_the_next_takes_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: Receiver
+) -> None:
+    """Every replica sees the held feed in the shared store; only the one that started first
+    sends it. When it stops heartbeating, the next one leads within STALE seconds."""
+    site = feed_site(tmp_path, monkeypatch, receiver.url)
+    try:
+        assert cli("allow", "add", "93.184.216.0/24").exit_code == 0
+        assert cli("export").exit_code == 1  # held
+        clock = Clock(T0)
+        first, first_host = alerting_for(site["path"], clock, "replica-b")
+        second, second_host = alerting_for(site["path"], clock, "replica-a")
+        assert first_host.leases is not None and second_host.leases is not None
+        first_host.leases.heartbeat()  # started first: it leads, whatever the ids' order
+        clock.now += 1
+        second_host.leases.heartbeat()
+        assert first_host.leases.leads() and not second_host.leases.leads()
+        assert kinds(asyncio.run(evaluated(first))) == [("feed_held", "quarantine", False)]
+        assert asyncio.run(evaluated(second)) == []  # it sees the hold, and leaves it to the leader
+        assert len(receiver.requests) == 1
+        clock.now += STALE + 1  # the leader died: no more heartbeats
+        second_host.leases.heartbeat()
+        assert second_host.leases.leads() and not first_host.leases.leads()
+        assert kinds(asyncio.run(evaluated(second))) == [("feed_held", "quarantine", False)]
+        assert asyncio.run(evaluated(first)) == []  # back, but not leading: silent
+        assert len(receiver.requests) == 2
+        first_host.store.close()
+        second_host.store.close()
     finally:
         site["sim"].stop()
 

@@ -50,3 +50,27 @@ def test_a_lease_cannot_be_claimed_twice(store_url: str) -> None:
     assert owners(store)[("fw-00", "root")] == "a"
     del b
     store.close()
+
+
+def test_the_replica_that_started_first_leads_until_it_dies_or_leaves(store_url: str) -> None:
+    store = open_store(store_url, create=True)
+    clock = Clock(T0)
+    a, b, c = (Leases(store, clock, name) for name in ("c-first", "b-second", "a-third"))
+    assert a.leads() and b.leads()  # nobody in the table yet: each leads alone
+    a.heartbeat()
+    clock.now += 1
+    b.heartbeat()
+    clock.now += 1
+    c.heartbeat()  # the smallest id, but a newcomer never takes over
+    assert [x.leads() for x in (a, b, c)] == [True, False, False]
+    clock.now += STALE - 2  # a stops heartbeating at T0; b and c go on
+    b.heartbeat()
+    c.heartbeat()
+    assert [x.leads() for x in (a, b, c)] == [True, False, False]  # not stale yet
+    clock.now += 1
+    b.heartbeat()
+    c.heartbeat()
+    assert [x.leads() for x in (a, b, c)] == [False, True, False]
+    b.leave()  # a clean shutdown hands over at once
+    assert c.leads()
+    store.close()

@@ -25,6 +25,7 @@ from ..errors import BanfeedError, StoreError
 from ..fortios import DeviceTarget
 from ..setupkit import resource_name
 from ..store import Store
+from ..store.leases import Leases
 from ..timeutil import Clock
 from . import rules
 from .dispatch import Dispatcher
@@ -48,6 +49,7 @@ class Host(Protocol):
     store: Store
     clock: Clock
     crashed: BaseException | None
+    leases: Leases | None  # replicas sharing the fleet; None: this daemon is the whole fleet
 
     def request_stop(self) -> None: ...
 
@@ -160,7 +162,7 @@ class Alerting:
         settings = self.host.config.alerts
         now = int(self.host.clock())
         try:
-            found = await asyncio.to_thread(self._read_and_judge, cycle, now)
+            leads, found = await asyncio.to_thread(self._read_and_judge, cycle, now)
         except StoreError as exc:  # the store is down: the cache and the cycle say so already
             log.debug("alerts not evaluated: %s", exc)
             return []
@@ -169,7 +171,7 @@ class Alerting:
             notices += self.tracker.update(firing, kinds, now, checked=checked)
         if cycle is not None:
             self._devices = cycle.devices
-        if settings.verify and self._devices and self.verifier is not None:
+        if leads and settings.verify and self._devices and self.verifier is not None:
             if time.monotonic() - self._verified >= settings.verify_every:
                 self._verified = time.monotonic()
                 notices += await self._verify(now)
@@ -181,23 +183,30 @@ class Alerting:
 
     def _read_and_judge(
         self, cycle: CycleSeen | None, now: int
-    ) -> list[tuple[list[Alert], tuple[AlertKind, ...], set[str] | None]]:
+    ) -> tuple[bool, list[tuple[list[Alert], tuple[AlertKind, ...], set[str] | None]]]:
+        """Whether this daemon speaks for the fleet, and what it judged: the fleet's alerts
+        (feeds, consumers; what the FortiGates loaded is verified after) by the leading replica
+        only, so receivers get each once; its own devices' by every replica."""
         config = self.host.config
         settings = config.alerts
+        leases = self.host.leases
+        leads = leases is None or leases.leads()
         with self.host.store.read() as tx:
             states, latest = tx.feed_states(), tx.latest_numbers()
             consumers = tx.feed_consumers()
             statuses = tx.device_statuses() if cycle is not None else {}
         feeds = [feed.name for feed in config.feeds]
-        found: list[tuple[list[Alert], tuple[AlertKind, ...], set[str] | None]] = [
-            (rules.feeds_held(states, feeds, now), (AlertKind.FEED_HELD,), None),
-            (rules.feeds_pinned(states, latest, feeds, now), (AlertKind.FEED_PINNED,), None),
-            (
-                rules.consumers_silent(consumers, settings.consumer_silence, now),
-                (AlertKind.CONSUMER_SILENT,),
-                None,
-            ),
-        ]
+        found: list[tuple[list[Alert], tuple[AlertKind, ...], set[str] | None]] = []
+        if leads:
+            found += [
+                (rules.feeds_held(states, feeds, now), (AlertKind.FEED_HELD,), None),
+                (rules.feeds_pinned(states, latest, feeds, now), (AlertKind.FEED_PINNED,), None),
+                (
+                    rules.consumers_silent(consumers, settings.consumer_silence, now),
+                    (AlertKind.CONSUMER_SILENT,),
+                    None,
+                ),
+            ]
         if cycle is not None:
             # Only the (device, VDOM)s this daemon polled: replicas each alert on their own.
             polled = {"/".join(key) for key in cycle.polled}
@@ -207,7 +216,7 @@ class Alerting:
             found.append((backoff, (AlertKind.DEVICE_BACKOFF,), polled))
             storm = rules.ban_storm(cycle.report, settings.storm_new_offenders)
             found.append((storm, (AlertKind.BAN_STORM,), None))
-        return found
+        return leads, found
 
     async def _verify(self, now: int) -> list[Alert]:
         assert self.verifier is not None

@@ -55,6 +55,21 @@ class Leases:
             if conn.execute(update(replicas).where(key).values(heartbeat=now)).rowcount == 0:
                 conn.execute(insert(replicas).values(id=self.id, started=now, heartbeat=now))
 
+    def leads(self) -> bool:
+        """Whether this replica speaks for the fleet (alerts on feeds, consumers and what the
+        FortiGates loaded, which every replica sees alike): the live replica that started first
+        (ties: the smaller id). A newcomer never takes over; when the leader dies or leaves, the
+        next one leads within ``STALE`` seconds. A replica not in the table yet leads alone."""
+        now = int(self.clock())
+        with self.store.raw_read() as conn:
+            first = conn.execute(
+                select(replicas.c.id)
+                .where(replicas.c.heartbeat >= now - STALE)
+                .order_by(replicas.c.started, replicas.c.id)
+                .limit(1)
+            ).scalar()
+        return first is None or first == self.id
+
     def leave(self) -> None:
         """Give every lease back at once (clean shutdown): no one waits for STALE."""
         with self.store.raw_write() as conn:
