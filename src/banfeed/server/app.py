@@ -29,6 +29,7 @@ from .auth import STATUS_REALM, FeedAccess, real_client
 from .cache import FeedCache, FeedEntry, Rendered
 from .consumers import Fetches
 from .redirects import relative_slash_redirects
+from .taxii import taxii_error, taxii_routes
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ def create_app(state: ServerState, extra: Sequence[BaseRoute] = ()) -> Starlette
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint),
         Route("/", index),
+        *taxii_routes(state),
         *extra,
     ]
     app = Starlette(routes=routes, exception_handlers={404: _not_found})
@@ -123,6 +125,8 @@ async def _not_found(request: Request, _exc: Exception) -> Response:
     if request.url.path.startswith("/api/"):
         message = "no such API route: see /api/v1/openapi.json"
         return JSONResponse({"error": message}, status_code=404)
+    if request.url.path.startswith("/taxii2/"):
+        return taxii_error(404, "not found", "no such TAXII resource")
     return PlainTextResponse("Not Found", status_code=404)
 
 
