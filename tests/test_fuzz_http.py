@@ -147,6 +147,7 @@ FUZZED = [
     ("GET", "/api/v1/offenders/{ip}"),
     ("GET", "/api/v1/feeds"),
     ("GET", "/api/v1/devices"),
+    ("GET", "/api/v1/sources"),
     ("POST", "/api/v1/unban"),
     ("POST", "/api/v1/ban"),
     ("POST", "/api/v1/allow"),
