@@ -169,13 +169,19 @@ def test_each_source_its_kind_and_status_abuseipdb_and_targets_from_a_real_run(
 ) -> None:
     client, path = running["client"], running["path"]
 
+    seen: list[Any] = []
+
     def all_answered() -> dict[str, Any] | None:
         found = answer(client, "/api/v1/sources")
+        seen[:] = [found]
         ready = all(s["state"] == "ok" for s in found["sources"])
         ready = ready and len(by_name(found)["fmg-1"]["devices"]) == 2
         return found if ready and found["abuseipdb"]["today"] >= 6 else None
 
-    found = by_name(wait_for(all_answered, timeout=60, what="every source answered"))
+    try:
+        found = by_name(wait_for(all_answered, timeout=60, what="every source answered"))
+    except AssertionError as exc:  # say what was missing
+        raise AssertionError(f"{exc}; last answer: {json.dumps(seen)[:3000]}") from None
     assert {n: s["kind"] for n, s in found.items()} == {
         "edge-1": "fortigate",
         "fmg-1": "fortimanager",
