@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from webkit import ADMIN, cli_input
 
 from banfeed import simulator
-from conftest import spawn_banfeed, wait_for
+from conftest import served_url, spawn_banfeed, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -49,12 +49,7 @@ def running_site(tmp_path: Path, extra: str = "", min_lines: int = 50) -> Iterat
             "--config", str(path), "run", env={"TOKEN_1": "t1", "TOKEN_2": "t2"}
         )
         try:
-            line = wait_for(
-                lambda: next((x for x in lines if "serving http" in x), None),
-                timeout=30,
-                what="banfeed run's URL",
-            )
-            url = line.split("serving ")[1].split("/feeds/")[0]
+            url = served_url(lines)
             wait_for(
                 lambda: (
                     (r := httpx.get(f"{url}/feeds/quarantine.txt")).status_code == 200
@@ -84,19 +79,28 @@ def chromium() -> Iterator[Browser]:
             browser.close()
 
 
-def signed_in(browser: Browser, url: str, scheme: str = "light") -> Page:
-    """A new page of a new context (``scheme`` colours), signed in as ``ADMIN``, on the
-    overview."""
+def signed_in(
+    browser: Browser,
+    url: str,
+    scheme: str = "light",
+    *,
+    javascript: bool = True,
+    landing: str = "/dashboard/",
+) -> Page:
+    """A new page of a new context (``scheme`` colours, JavaScript on or off), signed in as
+    ``ADMIN`` through the login form, on ``landing`` (the overview)."""
     context = browser.new_context(
         color_scheme=scheme,  # type: ignore[arg-type]
         viewport={"width": 1280, "height": 800},
+        java_script_enabled=javascript,
     )
     page = context.new_page()
-    page.goto(f"{url}/dashboard/login")
+    after = "" if landing == "/dashboard/" else f"?next={landing}"
+    page.goto(f"{url}/dashboard/login{after}")
     page.fill("input[name=username]", ADMIN[0])
     page.fill("input[name=password]", ADMIN[1])
     page.click("button[type=submit]")
-    page.wait_for_url(f"{url}/dashboard/")
+    page.wait_for_url(f"{url}{landing}")
     return page
 
 

@@ -129,6 +129,16 @@ def cli(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
+def served_url(lines: list[str], timeout: float = 30) -> str:
+    """The base URL a spawned ``banfeed run``/``serve`` prints (``serving http://HOST:PORT/feeds/``)."""
+    line = wait_for(
+        lambda: next((x for x in lines if "serving http" in x), None),
+        timeout=timeout,
+        what="banfeed's URL",
+    )
+    return str(line.split("serving ")[1].split("/feeds/")[0])
+
+
 def spawn_banfeed(
     *args: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:

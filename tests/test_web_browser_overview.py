@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 from browserkit import chromium, running_site, shoot, signed_in
 from playwright.sync_api import Browser, ConsoleMessage, Request, expect
-from webkit import ADMIN
 
 
 def check_overview(browser: Browser, url: str, scheme: str, shots: Path) -> None:
@@ -66,22 +65,14 @@ def check_overview(browser: Browser, url: str, scheme: str, shots: Path) -> None
 
 
 def check_without_javascript(browser: Browser, url: str, shots: Path) -> None:
-    context = browser.new_context(
-        java_script_enabled=False, viewport={"width": 1280, "height": 800}
-    )
-    page = context.new_page()
-    page.goto(f"{url}/dashboard/login")
-    page.fill("input[name=username]", ADMIN[0])
-    page.fill("input[name=password]", ADMIN[1])
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{url}/dashboard/")
+    page = signed_in(browser, url, javascript=False)
     assert page.locator("#chart canvas").count() == 0
     assert page.locator("#series-table tbody tr").count() == 24
     page.click("nav.ranges a[data-range='30d']")  # a link
     page.wait_for_url(f"{url}/dashboard/?range=30d")
     assert page.locator("#series-table tbody tr").count() == 30
     shoot(page, shots, "overview-no-js")
-    context.close()
+    page.context.close()
 
 
 def test_the_chart_draws_switches_range_and_stays_on_this_host(tmp_path: Path) -> None:

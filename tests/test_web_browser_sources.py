@@ -14,7 +14,6 @@ import pytest
 from browserkit import chromium, running_site, shoot, signed_in
 from playwright.sync_api import Browser, ConsoleMessage, Request
 from test_blocklists import ListServer
-from webkit import ADMIN
 
 from banfeed import simulator
 from banfeed.simulator import fortimanager as simfmg
@@ -74,19 +73,11 @@ def check_sources(browser: Browser, url: str, scheme: str, shots: Path) -> None:
 
 
 def check_without_javascript(browser: Browser, url: str, shots: Path) -> None:
-    context = browser.new_context(
-        java_script_enabled=False, viewport={"width": 1280, "height": 800}
-    )
-    page = context.new_page()
-    page.goto(f"{url}/dashboard/login?next=/dashboard/sources")
-    page.fill("input[name=username]", ADMIN[0])
-    page.fill("input[name=password]", ADMIN[1])
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{url}/dashboard/sources")
+    page = signed_in(browser, url, javascript=False, landing="/dashboard/sources")
     assert page.locator("#sources tbody tr").count() == 4
     sources_of(page.inner_text("main"))
     shoot(page, shots, "sources-no-js")
-    context.close()
+    page.context.close()
 
 
 def test_the_sources_page_lists_each_source_and_stays_on_this_host(

@@ -25,7 +25,7 @@ from banfeed.config import load, parse
 from banfeed.models import DeviceStatus
 from banfeed.simulator import fortimanager as simfmg
 from banfeed.web.sources import SourceKind, SourceRef, source_of
-from conftest import T0, Clock, cli, spawn_banfeed, wait_for
+from conftest import T0, Clock, cli, served_url, spawn_banfeed, wait_for
 
 FMG_KEY = "fmg-api-key-7"
 LIST = "185.220.101.4\n185.220.101.5\n2a0b:f4c0::1\n"
@@ -129,12 +129,7 @@ def running(tmp_path: Path) -> Iterator[dict[str, Any]]:
         env = {"TOKEN_1": "t1", "FMG_KEY": FMG_KEY, "ABUSE_KEY": ABUSE_KEY, "HOOK": SECRET}
         proc, lines, reader = spawn_banfeed("--config", str(path), "run", env=env)
         try:
-            line = wait_for(
-                lambda: next((x for x in lines if "serving http" in x), None),
-                timeout=30,
-                what="banfeed run's URL",
-            )
-            url = line.split("serving ")[1].split("/feeds/")[0]
+            url = served_url(lines)
             client = signed_in(url)
             try:
                 yield {"path": path, "client": client, "fmg": fmg_run, "abuse": abuse,
