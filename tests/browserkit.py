@@ -10,11 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from webkit import ADMIN, cli_input
 
 from banfeed import simulator
-from conftest import served_url, spawn_banfeed, wait_for
+from conftest import served_url, spawn_banfeed, stop_banfeed, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -60,12 +60,7 @@ def running_site(tmp_path: Path, extra: str = "", min_lines: int = 50) -> Iterat
             )
             yield url
         finally:
-            proc.terminate()
-            assert proc.wait(timeout=30) == 0
-            reader.join(timeout=5)
-            if proc.stderr is not None:
-                proc.stderr.close()
-            assert "Traceback" not in "".join(lines), "".join(lines)
+            stop_banfeed(proc, reader, lines)
 
 
 @contextmanager
@@ -102,6 +97,22 @@ def signed_in(
     page.click("button[type=submit]")
     page.wait_for_url(f"{url}{landing}")
     return page
+
+
+def watched(page: Page) -> tuple[list[str], list[str]]:
+    """The URLs ``page`` requests from now on, and its console errors, warnings and page
+    errors: lists filled as the page runs."""
+    requests: list[str] = []
+    problems: list[str] = []
+
+    def console(message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            problems.append(message.text)
+
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("console", console)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    return requests, problems
 
 
 def shoot(page: Page, folder: Path, name: str) -> None:

@@ -129,6 +129,16 @@ def cli(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
+def stop_banfeed(proc: subprocess.Popen[str], reader: threading.Thread, lines: list[str]) -> None:
+    """Stop a spawned banfeed with SIGTERM: it must exit 0 and have logged no traceback."""
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+    reader.join(timeout=5)
+    if proc.stderr is not None:
+        proc.stderr.close()
+    assert "Traceback" not in "".join(lines), "".join(lines)
+
+
 def served_url(lines: list[str], timeout: float = 30) -> str:
     """The base URL a spawned ``banfeed run``/``serve`` prints (``serving http://HOST:PORT/feeds/``)."""
     line = wait_for(

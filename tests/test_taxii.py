@@ -186,7 +186,10 @@ def test_refusals_and_errors_are_taxii_error_messages(site: Site) -> None:
         )
         assert wrong_type.status_code == 406 and wrong_type.json()["http_status"] == "406"
         written = client.post(f"{collection_id('open')}/objects/", json={"objects": []})
-        assert written.status_code == 405 and written.headers["allow"] == "GET, HEAD"
+        assert written.status_code == 405 and set(written.headers["allow"].split(", ")) == {
+            "GET",
+            "HEAD",
+        }
         assert client.get("00000000-0000-4000-8000-000000000000/").json()["http_status"] == "404"
         assert client.get("/taxii2/nothing/").json()["http_status"] == "404"
         for bad in ({"limit": "0"}, {"limit": "x"}, {"added_after": "yesterday"}, {"next": "z"}):

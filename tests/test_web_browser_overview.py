@@ -9,25 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from browserkit import chromium, running_site, shoot, signed_in
-from playwright.sync_api import Browser, ConsoleMessage, Request, expect
+from browserkit import chromium, running_site, shoot, signed_in, watched
+from playwright.sync_api import Browser, expect
 
 
 def check_overview(browser: Browser, url: str, scheme: str, shots: Path) -> None:
     page = signed_in(browser, url, scheme)
-    requests: list[str] = []
-    problems: list[str] = []
-
-    def console(message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            problems.append(message.text)
-
-    def asked(request: Request) -> None:
-        requests.append(request.url)
-
-    page.on("request", asked)
-    page.on("console", console)
-    page.on("pageerror", lambda error: problems.append(str(error)))
+    requests, problems = watched(page)
     with page.expect_response("**/api/v1/overview/series?range=24h"):
         page.reload()
     canvas = page.locator("#chart canvas")

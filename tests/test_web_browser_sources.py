@@ -11,8 +11,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from browserkit import chromium, running_site, shoot, signed_in
-from playwright.sync_api import Browser, ConsoleMessage, Request
+from browserkit import chromium, running_site, shoot, signed_in, watched
+from playwright.sync_api import Browser
 from test_blocklists import ListServer
 
 from banfeed import simulator
@@ -28,19 +28,7 @@ def sources_of(page_text: str) -> None:
 
 def check_sources(browser: Browser, url: str, scheme: str, shots: Path) -> None:
     page = signed_in(browser, url, scheme)
-    requests: list[str] = []
-    problems: list[str] = []
-
-    def console(message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            problems.append(message.text)
-
-    def asked(request: Request) -> None:
-        requests.append(request.url)
-
-    page.on("request", asked)
-    page.on("console", console)
-    page.on("pageerror", lambda error: problems.append(str(error)))
+    requests, problems = watched(page)
     page.click("header nav a[href='/dashboard/sources']")
     page.wait_for_url(f"{url}/dashboard/sources")
     assert page.get_attribute("header nav a[href='/dashboard/sources']", "aria-current") == "page"
