@@ -187,7 +187,7 @@ def site(
     body += (
         '[safety]\nprotect = ["185.220.101.0/24"]\n\n'
         f'[abuseipdb]\nenabled = true\nurl = "{fake.url}"\nkey_env = "ABUSE_KEY"\n'
-        'exclude = ["5.188.10.0/24"]\n'
+        'exclude = ["5.188.10.0/24"]\ntimeout = "2s"\n'
         'comment = "edge-fw1 (cust-vdom7, 185.220.101.1) saw {cause} x{offenses} '
         'from {first_seen} to {last_seen}"\n'
     )
@@ -241,6 +241,27 @@ def test_a_restarted_banfeed_does_not_report_an_address_again(
     sent = [r["form"]["ip"] for r in fake.received if r["status"] == 200]
     assert sent.count("45.33.32.156") == 1  # remembered across the restart
     assert fake.reported()["80.82.77.33"]["categories"] == "20"  # AV → exploited host
+
+
+def test_what_a_stopped_banfeed_left_unsent_is_reported_by_the_next_one(
+    site: dict[str, Any], fake: FakeAbuseIPDB
+) -> None:
+    """The API refused the key, so the first process exits with its queue unsent; the next one
+    has no new offense to offer, yet reports what was left, through the same rules (an address
+    allowed in the store meanwhile is not reported), and no address twice."""
+    refused = cli("collect", env={**site["env"], "ABUSE_KEY": "a-wrong-key"})
+    assert refused.exit_code == 0, refused.output
+    assert {r["status"] for r in fake.received} == {401} and fake.reported() == {}
+    assert cli("allow", "add", "91.240.118.7", env=site["env"]).exit_code == 0
+    shown = json.loads(cli("abuseipdb", "status", "--format", "json", env=site["env"]).stdout)
+    assert shown["today"] == 0 and shown["reports"] == []
+    assert shown["queued"] is None  # known only in the process that sends
+    assert cli("collect", env=site["env"]).exit_code == 0
+    assert set(fake.reported()) == {"45.33.32.156", "2a0e:1c80:1::9"}
+    assert fake.reported()["45.33.32.156"]["categories"] == "15,21"
+    assert cli("collect", env=site["env"]).exit_code == 0  # a third: nothing left to send
+    sent = [r["form"]["ip"] for r in fake.received if r["status"] == 200]
+    assert sorted(sent) == ["2a0e:1c80:1::9", "45.33.32.156"]
 
 
 def test_status_shows_todays_count_and_the_reports(

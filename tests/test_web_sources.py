@@ -198,11 +198,14 @@ def test_each_source_its_kind_and_status_abuseipdb_and_targets_from_a_real_run(
                                env=running["env"]).stdout)  # fmt: skip
         page = answer(client, "/api/v1/sources")["abuseipdb"]
         keys = ("enabled", "today", "daily_limit", "reports")
-        return page if {k: page[k] for k in keys} == shown else None
+        assert shown["queued"] is None  # the CLI's process sends nothing
+        return page if {k: page[k] for k in keys} == {k: shown[k] for k in keys} else None
 
     abuse = wait_for(same_as_the_cli, timeout=30, what="the reports settled")
     assert abuse["enabled"] and abuse["today"] == len(running["abuse"].reported()) == 6
     assert abuse["last_report"] == abuse["reports"][0] and abuse["last_refused"] is None
+    assert abuse["queued"] == 0 and abuse["last_failure"] is None  # the sending process's own
+    assert '<span id="abuseipdb-queued">0</span> queued' in client.get("/dashboard/sources").text
 
     # the alert targets: the ban storm went to "soar"; "unread" has no secret, so is not used
     wait_for(lambda: running["hook"].ok(), timeout=30, what="the ban storm alert")
@@ -306,7 +309,7 @@ def test_sources_not_polled_yet_a_row_no_longer_configured_and_no_alerting(
         )
         assert record["abuseipdb"] == {
             "enabled": False, "today": 0, "daily_limit": 1000, "reports": [],
-            "last_report": None, "last_refused": None,
+            "queued": None, "last_failure": None, "last_report": None, "last_refused": None,
         }  # fmt: skip
         alerting = record["alerts"]
         assert alerting["alerting"] is False and alerting["dropped"] is None

@@ -28,27 +28,11 @@ def abuseipdb() -> None:
 def abuseipdb_status(ctx: Context, limit: int, fmt: str) -> None:
     """Today's count against the daily limit, and the latest reports (address, categories)."""
     from ..sharing import abuseipdb as reporter
-    from ..timeutil import iso
 
     with ctx.runtime() as rt:
         shown = reporter.status(rt.store, rt.config.abuseipdb, now=rt.now(), limit=limit)
     if fmt == "json":
-        emit(
-            {
-                "enabled": shown.enabled,
-                "today": shown.today,
-                "daily_limit": shown.daily_limit,
-                "reports": [
-                    {
-                        "ip": r.ip,
-                        "reported_at": iso(r.reported_at),
-                        "categories": list(r.categories),
-                        "status": r.status.value,
-                    }
-                    for r in shown.recent
-                ],
-            }
-        )
+        emit(reporter.status_record(shown))
         return
     state = "enabled" if shown.enabled else "disabled"
     out.print(f"abuseipdb: {state}; {shown.today}/{shown.daily_limit} reports today (UTC)")

@@ -2,11 +2,14 @@
 
 After each cycle, the offenders it may publish (never-block, protected and allowlisted
 addresses are never among them; ``exclude`` removes more) are queued in memory: :func:`offer`
-never waits. A background task sends them one at a time, honouring AbuseIPDB's ``429
-Retry-After``, the daily limit (counted from the store's ``abuseipdb_reports``, so a restart
-neither forgets today's count nor reports an address again before ``repeat_after``), and backs
-off while the API is down. A comment names only the cause, the offense count and two dates; it
-is scrubbed of device names, VDOMs and addresses before it leaves.
+never waits. The first time a process offers, its task first queues what an earlier process
+left unsent: the active offenders that offended within ``repeat_after`` and were not reported
+since (``Tx.unreported_offenders``). A background task sends them one at a time, honouring
+AbuseIPDB's ``429 Retry-After``, the daily limit (counted from the store's
+``abuseipdb_reports``, so a restart neither forgets today's count nor reports an address again
+before ``repeat_after``), and backs off while the API is down. A comment names only the cause,
+the offense count and two dates; it is scrubbed of device names, VDOMs and addresses before it
+leaves.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -30,7 +34,7 @@ from ..errors import BanfeedError, ConfigError, InputError
 from ..metrics import ABUSEIPDB_REPORTS
 from ..models import Offender
 from ..net import parse_address, parse_network
-from ..policy import Allowlist, suppression
+from ..policy import Allowlist, suppression, with_entries
 from ..store import Store
 from ..store._abuse import AbuseReport, ReportStatus
 from ..timeutil import Clock, clamp_time, iso
@@ -130,15 +134,24 @@ class Reporter:
         self.failures = 0
         self.pruned_day = -1
         self.warned_day = -1
+        self.recovered = False  # what an earlier process left unsent is queued
+        self.last_failure: tuple[int, str] | None = None  # when and why a send last failed
 
     def offer(self, store: Store, offenders: Iterable[Offender]) -> int:
         """Queue the offenders worth reporting; start sending. Never waits: memory only."""
+        added = self._admit(offenders, self.settings.never)
+        if (self.queue or not self.recovered) and (self.task is None or self.task.done()):
+            self.task = asyncio.get_running_loop().create_task(self._run(store))
+        return added
+
+    def _admit(self, offenders: Iterable[Offender], never: Allowlist) -> int:
+        """Queue those of ``offenders`` worth reporting and not queued yet; how many were."""
         section, added = self.settings.section, 0
         for offender in offenders:
             ip = str(offender.ip)
             if offender.offense_count < section.min_offenses or ip in self.queued:
                 continue
-            if suppression(offender.ip, self.settings.never) is not None:
+            if suppression(offender.ip, never) is not None:
                 continue
             if len(self.queue) >= section.daily_limit:  # a day's worth is queued already
                 ABUSEIPDB_REPORTS.labels("dropped").inc()
@@ -146,12 +159,33 @@ class Reporter:
             self.queue.append(pending(offender, section, self.settings.private))
             self.queued.add(ip)
             added += 1
-        if self.queue and (self.task is None or self.task.done()):
-            self.task = asyncio.get_running_loop().create_task(self._run(store))
+        return added
+
+    def _recover(self, store: Store) -> int:
+        """Queue what an earlier process left unsent (it stopped, or its queue was full): the
+        active offenders that offended within ``repeat_after`` and were not reported since,
+        through the same rules as a cycle's (the store's allow entries too)."""
+        now, section = int(self.clock()), self.settings.section
+        since = now - section.repeat_after
+        with store.read() as tx:
+            never = with_entries(self.settings.never, tx.allow_entries(now))
+            found = tx.unreported_offenders(
+                offended_since=since, reported_since=since, now=now, limit=section.daily_limit
+            )
+        self.recovered = True
+        added = self._admit(found, never)
+        if added:
+            log.info("abuseipdb: %d offenders not reported before the last stop are queued", added)
         return added
 
     async def _run(self, store: Store) -> None:
         section = self.settings.section
+        if not self.recovered:
+            try:
+                await asyncio.to_thread(self._recover, store)
+            except BanfeedError as exc:  # tried again at the next cycle's offer
+                self._failed(f"{type(exc).__name__}: {exc}")
+                return
         headers = {"Key": self.settings.key.get_secret_value(), "Accept": "application/json"}
         async with httpx.AsyncClient(timeout=section.timeout, headers=headers) as client:
             while self.queue:
@@ -238,6 +272,7 @@ class Reporter:
         pause = min(FAILURE_PAUSE * 2**self.failures, MAX_PAUSE)
         self.failures = min(self.failures + 1, 20)
         ABUSEIPDB_REPORTS.labels("failed").inc()
+        self.last_failure = (int(self.clock()), why)
         log.warning("abuseipdb: report failed (%s); trying again in %ds", why, pause)
         self.resume_at = asyncio.get_running_loop().time() + pause
 
@@ -308,11 +343,42 @@ class Status:
     today: int  # reports the API took since 00:00 UTC
     daily_limit: int
     recent: list[AbuseReport]
+    # Known only in the process that sends (``banfeed run``'s dashboard): None elsewhere.
+    queued: int | None = None
+    last_failure: tuple[int, str] | None = None
 
 
 def status(store: Store, section: AbuseIPDBConfig, *, now: int, limit: int) -> Status:
-    """What ``banfeed abuseipdb status`` shows: today's count and the latest reports."""
+    """What ``banfeed abuseipdb status`` and the Sources page show: today's count, the latest
+    reports and, in the process that sends, what is queued and the last failure."""
     with store.read() as tx:
         today = tx.abuse_reports_since(now - now % DAY)
         recent = tx.recent_abuse_reports(limit)
-    return Status(section.enabled, today, section.daily_limit, recent)
+    reporter = _REPORTERS.get(store)
+    if reporter is None:
+        return Status(section.enabled, today, section.daily_limit, recent)
+    queued, failure = len(reporter.queue), reporter.last_failure
+    return Status(section.enabled, today, section.daily_limit, recent, queued, failure)
+
+
+def record(report: AbuseReport) -> dict[str, Any]:
+    """A report as ``banfeed abuseipdb status --format json`` and ``/api/v1/sources`` give it."""
+    return {
+        "ip": report.ip,
+        "reported_at": iso(report.reported_at),
+        "categories": list(report.categories),
+        "status": report.status.value,
+    }
+
+
+def status_record(shown: Status) -> dict[str, Any]:
+    """``banfeed abuseipdb status --format json``'s object; ``/api/v1/sources`` adds to it."""
+    failure = shown.last_failure
+    return {
+        "enabled": shown.enabled,
+        "today": shown.today,
+        "daily_limit": shown.daily_limit,
+        "queued": shown.queued,
+        "last_failure": None if failure is None else {"at": iso(failure[0]), "error": failure[1]},
+        "reports": [record(r) for r in shown.recent],
+    }

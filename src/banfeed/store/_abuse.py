@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, select
+from sqlalchemy import Connection, Row, delete, exists, func, select
 
-from .schema import abuseipdb_reports
+from ..models import Offender
+from ._common import active, offender_from_row
+from .schema import abuseipdb_reports, offenders
 
 
 class ReportStatus(StrEnum):
@@ -81,3 +83,21 @@ class AbuseQueries:
         """Forget reports older than ``before`` (the caller keeps more than ``repeat_after``)."""
         query = delete(abuseipdb_reports).where(abuseipdb_reports.c.reported_at < before)
         return int(self.conn.execute(query).rowcount)
+
+    def unreported_offenders(
+        self, *, offended_since: int, reported_since: int, now: int, limit: int
+    ) -> list[Offender]:
+        """Active offenders whose last offense is at or after ``offended_since`` and that were
+        not reported (nor refused) at or after ``reported_since``, oldest offense first, at
+        most ``limit``: what a reporter that stopped with a queue had still to send."""
+        table = abuseipdb_reports
+        reported = exists().where(
+            table.c.ip == offenders.c.ip, table.c.reported_at >= reported_since
+        )
+        query = (
+            select(offenders)
+            .where(offenders.c.last_offense >= offended_since, active(now), ~reported)
+            .order_by(offenders.c.last_offense, offenders.c.sort_key)
+            .limit(limit)
+        )
+        return [offender_from_row(row) for row in self.conn.execute(query)]

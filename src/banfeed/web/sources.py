@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -152,29 +152,6 @@ def sources(web: Web) -> list[Source]:
     return [s for s in found.values() if s.own]
 
 
-class Report(Protocol):
-    """A row of ``abuseipdb.status(...).recent`` (the store's ``AbuseReport``)."""
-
-    @property
-    def ip(self) -> str: ...
-    @property
-    def reported_at(self) -> int: ...
-    @property
-    def categories(self) -> tuple[int, ...]: ...
-    @property
-    def status(self) -> StrEnum: ...
-
-
-def report_record(report: Report) -> dict[str, Any]:
-    """A report as `banfeed abuseipdb status --format json` lists it."""
-    return {
-        "ip": report.ip,
-        "reported_at": iso(report.reported_at),
-        "categories": list(report.categories),
-        "status": report.status.value,
-    }
-
-
 def abuse_record(web: Web) -> dict[str, Any]:
     """`banfeed abuseipdb status --format json`'s object (the same call), with the latest
     report and the latest one the API refused among those shown."""
@@ -182,12 +159,9 @@ def abuse_record(web: Web) -> dict[str, Any]:
     shown = abuseipdb.status(web.host.store, section, now=web.now(), limit=REPORTS_SHOWN)
     refused = [r for r in shown.recent if r.status.value == "rejected"]
     return {
-        "enabled": shown.enabled,
-        "today": shown.today,
-        "daily_limit": shown.daily_limit,
-        "reports": [report_record(r) for r in shown.recent],
-        "last_report": report_record(shown.recent[0]) if shown.recent else None,
-        "last_refused": report_record(refused[0]) if refused else None,
+        **abuseipdb.status_record(shown),
+        "last_report": abuseipdb.record(shown.recent[0]) if shown.recent else None,
+        "last_refused": abuseipdb.record(refused[0]) if refused else None,
     }
 
 
