@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..config.alerts import AlertKind, Severity
 from .check import SendOutcome, problems, send_test
 from .dispatch import Dispatcher
-from .model import SCHEMA, Alert, Tracker
+from .model import SCHEMA, Alert, Tracker, firing, records
 from .runtime import VERIFIED_KEY, Alerting, CycleSeen, after_cycle, recent_alerts, running
 from .targets import SIGNATURE_HEADER, DeliveryError, signature
 
@@ -26,8 +26,10 @@ __all__ = [
     "SendOutcome",
     "Tracker",
     "after_cycle",
+    "firing",
     "problems",
     "recent_alerts",
+    "records",
     "running",
     "send_test",
     "signature",

@@ -144,3 +144,24 @@ def announce(alert: Alert) -> None:
     level = logging.INFO if alert.resolved else logging.WARNING
     state = "resolved" if alert.resolved else alert.severity.value
     log.log(level, "alert %s (%s) %s: %s", alert.kind.value, state, alert.subject, alert.text)
+
+
+def firing(notices: list[Alert]) -> list[Alert]:
+    """Of ``notices`` (newest first), the alerts whose newest notice is not "resolved"."""
+    seen: set[str] = set()
+    found = []
+    for alert in notices:
+        if alert.key not in seen:
+            seen.add(alert.key)
+            if not alert.resolved:
+                found.append(alert)
+    return found
+
+
+def records(notices: list[Alert]) -> dict[str, Any]:
+    """``GET /api/v1/alerts`` and the overview's ``alerts``: what fires now and the last
+    notices, each the webhook's record (docs/alerts.md)."""
+    return {
+        "firing": [a.record() for a in firing(notices)],
+        "recent": [a.record() for a in notices],
+    }

@@ -53,10 +53,9 @@ def alerts_list(ctx: Context, fmt: str) -> None:
     """The alerts firing now and the last notices sent, newest first (what the dashboard and
     GET /api/v1/alerts show), from the store: what `banfeed run` last saved there."""
     from .. import alerts as alerting
-    from ..web.overview import alert_records
 
     with ctx.runtime() as rt:
-        shown = alert_records(alerting.recent_alerts(rt.store))
+        shown = alerting.records(alerting.recent_alerts(rt.store))
     if fmt == "json":
         emit(shown)
         return

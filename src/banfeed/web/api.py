@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import reports
+from .. import alerts, reports
 from ..errors import BanfeedError, ConfigError, InputError
 from ..net import parse_address
 from . import overview
@@ -101,7 +101,7 @@ def routes(web: Web) -> list[Route]:
 
     @viewer
     async def recent_alerts(_request: Request, _session: Session) -> Response:
-        return await _call(lambda: overview.alert_records(overview.recent(web)))
+        return await _call(lambda: alerts.records(overview.recent(web)))
 
     def action(name: Action) -> Route:
         async def handler(request: Request, session: Session) -> Response:

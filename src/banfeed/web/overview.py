@@ -253,7 +253,7 @@ class Overview:
         return consumer_rows(feed)
 
     def firing(self) -> list[Alert]:
-        return firing(self.alerts)
+        return alerts.firing(self.alerts)
 
     @property
     def polls_ok(self) -> int:
@@ -276,7 +276,7 @@ class Overview:
             "feeds": [feed_record(f) for f in self.feeds],
             "devices": [device_record(d, self.now) for d in self.devices],
             "cycles": [cycle_record(c) for c in self.cycles],
-            "alerts": alert_records(self.alerts),
+            "alerts": alerts.records(self.alerts),
             "verified": self.verified or None,
         }
 
@@ -306,27 +306,6 @@ def _counts(tx: Tx, store: Store, now: int) -> tuple[dict[int, int], int, int]:
 def recent(web: Web) -> list[Alert]:
     """The last alerts sent: the running daemon's, else those kept in the store."""
     return alerts.recent_alerts(alerts.running(web.host) or web.host.store)
-
-
-def firing(notices: list[Alert]) -> list[Alert]:
-    """Of ``notices`` (newest first), the alerts whose newest notice is not "resolved"."""
-    seen: set[str] = set()
-    found = []
-    for alert in notices:
-        if alert.key not in seen:
-            seen.add(alert.key)
-            if not alert.resolved:
-                found.append(alert)
-    return found
-
-
-def alert_records(notices: list[Alert]) -> dict[str, Any]:
-    """``GET /api/v1/alerts`` and the overview's ``alerts``: what fires now and the last
-    notices, each the webhook's record (docs/alerts.md)."""
-    return {
-        "firing": [a.record() for a in firing(notices)],
-        "recent": [a.record() for a in notices],
-    }
 
 
 def verified(tx: Tx) -> dict[str, Any]:
