@@ -164,9 +164,28 @@ def test_streamed_renderings_equal_the_whole_ones(count: int) -> None:
     records = [offender_record(o, T0, NONE) for o in rows]
     assert "".join(json_chunks(rows, T0, NONE)) == json_mod.dumps(records, indent=1) + "\n"
     expected = io.StringIO()
-    writer = csv_mod.writer(expected, lineterminator="\n")
+    writer = csv_mod.writer(expected, lineterminator="\r\n")  # RFC 4180
     writer.writerow(CSV_COLUMNS)
     for r in records:
         r["sources"], r["devices"] = " ".join(r["sources"]), " ".join(r["devices"])
         writer.writerow(["" if r[c] is None else r[c] for c in CSV_COLUMNS])
     assert "".join(csv_chunks(rows, T0, NONE)) == expected.getvalue()
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted_as_text() -> None:
+    """A cause is a device's text: one that starts like a formula is written as text, and the
+    rows end in CRLF, the same rule as the dashboard's search export."""
+    import csv as csv_mod
+    import dataclasses
+    import io
+
+    from banfeed.publish.render import CSV_COLUMNS, csv_chunks
+
+    causes = ('=HYPERLINK("http://example.invalid")', "@SUM(A1)", "-1+1", "IPS")
+    row = dataclasses.replace(offender("45.33.32.156"), sources=causes, devices=("+fw",))
+    text = "".join(csv_chunks([row], T0, NONE))
+    assert text.endswith("\r\n") and text.count("\r\n") == 2
+    [record] = csv_mod.DictReader(io.StringIO(text), fieldnames=None)
+    assert list(record) == list(CSV_COLUMNS)
+    assert record["sources"] == "'" + " ".join(causes)
+    assert record["devices"] == "'+fw" and record["ip"] == "45.33.32.156"

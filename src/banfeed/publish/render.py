@@ -80,17 +80,34 @@ CSV_COLUMNS = (
 )
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """One CSV cell: empty for None, a list joined by spaces, and a cell a spreadsheet would
+    run as a formula (a cause or note from outside could start with ``=``) prefixed with
+    ``'``. Every CSV banfeed writes uses it, with :func:`csv_writer`."""
+    if value is None:
+        return ""
+    text = " ".join(value) if isinstance(value, list) else str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def csv_writer(out: io.StringIO) -> Any:
+    """RFC 4180: CRLF line ends, a field quoted when it holds a comma, a quote or a break."""
+    return csv.writer(out, lineterminator="\r\n")
+
+
 def csv_chunks(offenders: Iterable[Offender], now: int, allowlist: Allowlist) -> Iterator[str]:
     """The CSV rendering piece by piece (header, then about a thousand rows a piece), so a
     million offenders are written in bounded memory."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv_writer(out)
     writer.writerow(CSV_COLUMNS)
     for n, offender in enumerate(offenders, 1):
         record = offender_record(offender, now, allowlist)
-        record["sources"] = " ".join(record["sources"])
-        record["devices"] = " ".join(record["devices"])
-        writer.writerow(["" if record[c] is None else record[c] for c in CSV_COLUMNS])
+        writer.writerow([csv_cell(record[c]) for c in CSV_COLUMNS])
         if n % 1000 == 0:
             yield out.getvalue()
             out.seek(0)

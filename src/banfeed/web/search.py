@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import csv
 import io
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -26,7 +25,7 @@ from ..errors import InputError
 from ..models import Offender, OffenderState
 from ..net import IPNetwork, parse_network, sort_key
 from ..policy import Allowlist, state
-from ..publish.render import CSV_COLUMNS, offender_record
+from ..publish.render import CSV_COLUMNS, csv_cell, csv_writer, offender_record
 from ..timeutil import iso, parse_moment
 from .context import Web
 
@@ -230,8 +229,6 @@ def search(web: Web, query: OffenderQuery) -> Page:
 
 # `banfeed list --format csv`'s columns first, then what the search page shows besides.
 EXPORT_COLUMNS = (*CSV_COLUMNS, "vdoms", "state", "suppressed_by", "note")
-# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def export_query(query: OffenderQuery, size: int = MAX_LIMIT) -> OffenderQuery:
@@ -239,23 +236,16 @@ def export_query(query: OffenderQuery, size: int = MAX_LIMIT) -> OffenderQuery:
     return query.model_copy(update={"limit": size, "cursor": "", "offset": 0})
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    text = " ".join(value) if isinstance(value, list) else str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
 def csv_rows(page: Page, *, header: bool) -> str:
     """``page`` as CSV (RFC 4180: CRLF, fields quoted when they hold a comma, quote or line
     break), each cell a spreadsheet would run as a formula prefixed with ``'``."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    writer = csv_writer(out)
     if header:
         writer.writerow(EXPORT_COLUMNS)
     for row in page.rows:
         record = row.record(page.now, page.allowlist)
-        writer.writerow([_cell(record[c]) for c in EXPORT_COLUMNS])
+        writer.writerow([csv_cell(record[c]) for c in EXPORT_COLUMNS])
     return out.getvalue()
 
 
