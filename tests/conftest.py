@@ -197,6 +197,20 @@ class RunningDaemon:
         assert not self.thread.is_alive()
 
 
+def daemon_on_a_new_store(
+    folder: Path, server: str = "", *, collect: bool = False
+) -> RunningDaemon:
+    """A daemon in this process on a new SQLite store in ``folder``, listening on a free port,
+    with ``server`` added to its ``[server]`` section."""
+    path = write_config(
+        folder / "banfeed.toml",
+        f"sqlite:///{folder / 'b.db'}",
+        f'[server]\nlisten = "127.0.0.1:0"\n{server}',
+    )
+    assert cli("--config", str(path), "db", "upgrade").exit_code == 0
+    return RunningDaemon(config_mod.load(path), collect=collect)
+
+
 def build_feed(tx: Any, spec: Any, policy: Any, now: int) -> Any:
     """One feed built from a read transaction, the way the publisher builds it."""
     from banfeed.publish import build_feeds

@@ -21,7 +21,6 @@ import uvicorn
 from pydantic import SecretStr, ValidationError
 from stix2validator import ValidationOptions, validate_instance, validate_string
 
-from banfeed import config as config_mod
 from banfeed.config.sections import ServerConfig
 from banfeed.models import Ban, BanOrigin, Offender, OffenderStatus
 from banfeed.policy import Allowlist
@@ -32,7 +31,7 @@ from banfeed.server.app import ServerState
 from banfeed.server.auth import FeedAccess
 from banfeed.server.cache import FeedCache
 from banfeed.store import Store, open_store
-from conftest import T0, Clock, RunningDaemon, cli, wait_for, write_config
+from conftest import T0, Clock, daemon_on_a_new_store, wait_for
 
 POLICY = FeedPolicy(Allowlist())
 PASSWORD = "stix-pass-0123456789"
@@ -293,13 +292,7 @@ def test_an_empty_feed_is_a_bundle_of_the_identity_alone(store: Store) -> None:
 
 
 def test_a_running_daemon_credits_its_bundles_to_the_configured_identity(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "banfeed.toml",
-        f"sqlite:///{tmp_path / 'b.db'}",
-        '[server]\nlisten = "127.0.0.1:0"\nstix_identity = "Example SOC"\n',
-    )
-    assert cli("--config", str(path), "db", "upgrade").exit_code == 0
-    running = RunningDaemon(config_mod.load(path), collect=False)
+    running = daemon_on_a_new_store(tmp_path, 'stix_identity = "Example SOC"\n')
     try:
         answer = httpx.get(f"{running.url}/feeds/quarantine.stix.json", timeout=10)
         assert answer.status_code == 200, answer.text

@@ -17,7 +17,6 @@ from pydantic import SecretStr
 from taxii2client.v21 import ApiRoot, Collection, Server, as_pages
 from test_stix import cache_of, fill, offender, serving, store, valid
 
-from banfeed import config as config_mod
 from banfeed.publish import FeedSpec
 from banfeed.publish.stix import STIX_FORMAT, identity, stamp
 from banfeed.server.app import ServerState
@@ -26,7 +25,7 @@ from banfeed.server.cache import FeedCache
 from banfeed.server.taxii import TAXII_MEDIA_TYPE, collection_id
 from banfeed.server.taxii_objects import index_of
 from banfeed.store import Store
-from conftest import T0, Clock, RunningDaemon, cli, write_config
+from conftest import T0, Clock, daemon_on_a_new_store
 
 __all__ = ["store"]  # the fixture, shared with tests/test_stix.py
 
@@ -215,13 +214,7 @@ def test_without_the_stix_extra_collections_answer_501(
 
 
 def test_a_running_daemon_serves_its_feeds_over_taxii(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path / "banfeed.toml",
-        f"sqlite:///{tmp_path / 'b.db'}",
-        '[server]\nlisten = "127.0.0.1:0"\n',
-    )
-    assert cli("--config", str(path), "db", "upgrade").exit_code == 0
-    running = RunningDaemon(config_mod.load(path), collect=False)
+    running = daemon_on_a_new_store(tmp_path)
     try:
         [root] = Server(f"{running.url}/taxii2/").api_roots
         [collection] = [c for c in root.collections if c.title == "quarantine"]
