@@ -224,6 +224,12 @@ def test_slash_redirect_is_a_path_never_the_request_host(served: dict[str, Any])
         request = f"GET {path} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
         answer = raw(url, request.encode())
         assert b"location" not in answer.lower() and b"evil" not in answer, path
+    # A path that ends in an encoded slash is no path with a trailing slash: no redirect (it
+    # was sent to ".../quarantine%2F/", which decodes to another path again).
+    for path in ("/feeds/quarantine.txt%2F", "/api/v1/feeds/quarantine%2F"):
+        answer = raw(url, f"GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        assert answer.startswith(b"HTTP/1.1 404") or answer.startswith(b"HTTP/1.1 401"), answer[:80]
+        assert b"location" not in answer.lower(), path
 
 
 def test_real_client_reads_x_forwarded_for_only_from_trusted_proxies() -> None:

@@ -40,6 +40,8 @@ class _SlashRedirect:
         raw: bytes = scope.get("raw_path") or path.encode()
         if path in ("", "/") or path.startswith(("//", "/\\")) or raw.startswith((b"//", b"/\\")):
             return None
+        if path.endswith("/") != raw.endswith(b"/"):  # an encoded slash (%2F) ends the path
+            return None
         toggled = dict(scope, path=path[:-1] if path.endswith("/") else path + "/")
         if not any(route.matches(toggled)[0] is not Match.NONE for route in self.router.routes):
             return None
