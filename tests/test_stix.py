@@ -3,6 +3,7 @@ official stix2-validator and reads back with stix2.parse; facts, ids, auth and c
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import socket
@@ -175,6 +176,36 @@ def test_each_shard_is_a_valid_bundle_of_the_feeds_own_indicators(store: Store) 
     for line, found in merged.items():
         assert found["valid_from"] == whole[line]["valid_from"]
         assert found["valid_until"] == whole[line]["valid_until"]
+
+
+def test_an_indicator_whose_facts_change_is_a_new_version_of_it(store: Store) -> None:
+    """Between feed versions the lines stay, but what is behind one can change (a new offense
+    extends its valid_until, adds a cause): its modified moves with it, so a consumer that keeps
+    the newest (id, modified) never holds the old valid_until; the other lines stay as they were."""
+    fill(
+        store,
+        [offender("93.184.216.34", T0 - 60, T0 + 3600), offender("1.1.1.1", T0 - 60, T0 + 3600)],
+    )
+    clock = Clock(T0)
+    cache = cache_of(store, clock, FeedSpec("f"))
+    before = indicators(stix_of(cache, "f"))
+    again = dataclasses.replace(
+        offender("93.184.216.34", T0 - 60, T0 + 7200, ("IPS", "DoS")),
+        last_offense=T0 + 30,
+        offense_count=2,
+    )
+    with store.write() as tx:
+        tx.update_offenders([again], T0 + 30)
+        tx.bump_version()
+    clock.now = T0 + 60
+    cache.refresh()
+    assert cache.entries["f"].served.version.number == 1  # the same lines: the same version
+    after = indicators(stix_of(cache, "f"))
+    changed, old = after["93.184.216.34"], before["93.184.216.34"]
+    assert changed["id"] == old["id"] and old["modified"] < changed["modified"] == stamp(T0 + 30)
+    assert changed["valid_until"] == stamp(T0 + 7200) != old["valid_until"]
+    assert changed["labels"] == ["dos", "ips"] and changed["created"] == old["created"]
+    assert after["1.1.1.1"] == before["1.1.1.1"]
 
 
 def test_ids_are_stable_across_versions_and_distinct_across_feeds(store: Store) -> None:

@@ -3,6 +3,7 @@ server on 127.0.0.1; every object fetched passes the official stix2-validator.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -133,6 +134,35 @@ def test_added_after_headers_object_versions_and_manifest(site: Site) -> None:
         collection.get_object("indicator--00000000-0000-4000-8000-000000000000")
     assert missing.value.response.status_code == 404
     assert missing.value.response.json()["http_status"] == "404"
+
+
+def test_an_object_changed_since_its_version_is_added_again(site: Site) -> None:
+    """The feed's lines stay (the same feed version), but one offender behind a line gets a new
+    offense: that indicator is a new version, added when it changed, and added_after the
+    publication returns it alone, with its new valid_until."""
+    collection = site.collection("open")
+    added = stamp(site.cache.entries["open"].served.version.created)
+    assert collection.get_objects(added_after=added) == {"more": False}
+    again = dataclasses.replace(
+        offender("93.184.216.7", T0 - 67, T0 + 7200), last_offense=T0 + 30, offense_count=2
+    )
+    with site.store.write() as tx:
+        tx.update_offenders([again], T0 + 30)
+        tx.bump_version()
+    site.clock.now = T0 + 60
+    site.cache.refresh()
+    assert site.cache.entries["open"].served.version.number == 1
+    with httpx.Client(base_url=collection.url) as client:
+        answer = client.get("objects/", params={"added_after": added})
+    [changed] = checked(answer.json()["objects"])
+    assert changed["name"] == "93.184.216.7" and changed["modified"] == stamp(T0 + 30)
+    assert changed["valid_until"] == stamp(T0 + 7200)
+    assert answer.headers["x-taxii-date-added-first"] == stamp(T0 + 30)
+    assert answer.headers["x-taxii-date-added-last"] == stamp(T0 + 30)
+    records = {r["id"]: r for r in collection.get_manifest()["objects"]}
+    assert records[changed["id"]]["date_added"] == records[changed["id"]]["version"]
+    assert {r["date_added"] for r in records.values()} == {added, stamp(T0 + 30)}
+    assert collection.get_objects(added_after=stamp(T0 + 30)) == {"more": False}
 
 
 def test_a_new_publication_changes_date_added_and_the_objects(site: Site) -> None:

@@ -117,6 +117,17 @@ class Offender:
     note: str | None = None
 
 
+class Written(NamedTuple):
+    """An offender with when its row was last written (the store's ``updated``)."""
+
+    offender: Offender
+    updated: int
+
+    @property
+    def ip(self) -> IPAddress:
+        return self.offender.ip
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """An audit record. Offenses themselves are history too and are not repeated here."""

@@ -14,14 +14,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import TypeVar
 
 from ..errors import ConflictError, StoreError
-from ..models import EventKind, FeedState, FeedVersion, Offender
+from ..models import EventKind, FeedState, FeedVersion, Offender, Written
 from ..store import Snapshot, Store, Tx
 from ..timeutil import Clock
 from . import shards
@@ -344,18 +345,32 @@ class Publisher:
     def covered_offenders(self, tx: Tx, shown: Served) -> Iterator[Offender]:
         """The active offenders the served version's lines cover (what CSV and JSON list), in
         numeric order, a few thousand at a time: consume it inside ``tx``."""
+        return _covered(self._lines(shown), tx.iter_offenders(active_at=int(self.clock())))
+
+    def covered_written(self, tx: Tx, shown: Served) -> Iterator[Written]:
+        """:meth:`covered_offenders`, each with when its row was last written (for STIX)."""
+        rows = tx.iter_offenders_written(active_at=int(self.clock()))
+        return _covered(self._lines(shown), rows)
+
+    def _lines(self, shown: Served) -> Lines:
+        """The served version's lines: this process's build of it when it has one."""
         build = self.builds.get(shown.version.feed)
         if build is not None and self.etags.get(shown.version.feed) == shown.version.etag:
-            lines = build.entries
-        else:
-            lines = shown.lines()
-        chunk: list[Offender] = []
-        for offender in tx.iter_offenders(active_at=int(self.clock())):
-            chunk.append(offender)
-            if len(chunk) == 5000:
-                yield from lines.covered(chunk)
-                chunk = []
-        yield from lines.covered(chunk)
+            return build.entries
+        return shown.lines()
+
+
+_Row = TypeVar("_Row", Offender, Written)
+
+
+def _covered(lines: Lines, rows: Iterable[_Row]) -> Iterator[_Row]:
+    chunk: list[_Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == 5000:
+            yield from lines.covered(chunk)
+            chunk = []
+    yield from lines.covered(chunk)
 
 
 def _compressed(results: list[FeedResult]) -> list[FeedResult]:

@@ -2,9 +2,11 @@
 
 A bundle: one ``identity`` (this banfeed, ``[server] stix_identity``), then one ``indicator``
 per published line, in the feed's order. Each line's facts are those of the active offenders it
-covers (:meth:`Publisher.covered_offenders`, what CSV and JSON list) and of the bans it
+covers (:meth:`Publisher.covered_written`, what CSV and JSON list) and of the bans it
 overlaps: ``valid_from`` the earliest first offense or ban, ``valid_until`` the latest
-``active_until`` or ban expiry (none when one of them is forever), ``labels`` the causes.
+``active_until`` or ban expiry (none when one of them is forever), ``labels`` the causes;
+``modified`` the publication of the served version, or later when one of those offenders' rows
+was written or one of those bans made since (the content moved: a new version of the object).
 
 Ids are uuid5 over the feed's name and the line, so a consumer sees the same indicator in every
 version and in the shard that carries it. The indicators are written as JSON directly, in the
@@ -30,7 +32,7 @@ import numpy as np
 
 from .. import spans
 from ..errors import BanfeedError
-from ..models import Ban, Offender
+from ..models import Ban, Written
 from ..net import IPNetwork
 from ..timeutil import iso
 from .lines import Family, Lines
@@ -59,19 +61,23 @@ class _Facts:
     until: list[int | None]
     forever: list[bool]
     causes: list[set[str]] = field(default_factory=list)
+    # When what is behind the line last changed (an offender's row written, a ban made): what
+    # moves its ``modified``.
+    latest: list[int] = field(default_factory=list)
 
     @classmethod
     def empty(cls, n: int) -> _Facts:
-        return cls([None] * n, [None] * n, [False] * n, [set() for _ in range(n)])
+        return cls([None] * n, [None] * n, [False] * n, [set() for _ in range(n)], [0] * n)
 
-    def add(self, at: int, first: int, until: int | None, causes: Iterable[str]) -> None:
+    def add(self, at: int, first: int, until: int | None, causes: Iterable[str], made: int) -> None:
+        self.latest[at] = max(self.latest[at], made)
         known = self.first[at]
         self.first[at] = first if known is None else min(known, first)
         if until is None:
             self.forever[at] = True
         else:
-            latest = self.until[at]
-            self.until[at] = until if latest is None else max(latest, until)
+            known_until = self.until[at]
+            self.until[at] = until if known_until is None else max(known_until, until)
         self.causes[at].update(c.strip().lower() for c in causes if c.strip())
 
 
@@ -109,22 +115,30 @@ def identity(name: str) -> str:
 
 
 def line_facts(
-    lines: Lines, offenders: Iterable[Offender], bans: Sequence[Ban]
+    lines: Lines, offenders: Iterable[Written], bans: Sequence[Ban]
 ) -> tuple[_Facts, _Facts]:
     """Per line (IPv4, IPv6): the facts of the offenders it covers and the bans it overlaps."""
     families = lines.families
     facts = tuple(_Facts.empty(len(fam)) for fam in families)
     ends = tuple(fam.ends() for fam in families)
-    for offender in offenders:
+    for offender, written in offenders:
         k = 0 if offender.ip.version == 4 else 1
         value = int(offender.ip)
         at = int(np.searchsorted(families[k].start, value, side="right")) - 1
         if at >= 0 and value <= ends[k][at]:
-            facts[k].add(at, offender.first_offense, offender.active_until, offender.sources)
+            facts[k].add(
+                at,
+                offender.first_offense,
+                offender.active_until,
+                offender.sources,
+                written,
+            )
     for ban in bans:
         k = 0 if ban.network.version == 4 else 1
         for at in _overlapping(families[k], ends[k], ban.network):
-            facts[k].add(at, ban.created, ban.expires, (f"{ban.provenance.value}-ban",))
+            facts[k].add(
+                at, ban.created, ban.expires, (f"{ban.provenance.value}-ban",), ban.created
+            )
     return facts[0], facts[1]
 
 
@@ -137,7 +151,7 @@ def _overlapping(fam: Family, ends: spans.Array, network: IPNetwork) -> range:
 
 
 def stix_pieces(
-    shown: Served, offenders: Iterable[Offender], bans: Sequence[Ban], identity_name: str
+    shown: Served, offenders: Iterable[Written], bans: Sequence[Ban], identity_name: str
 ) -> Iterator[bytes]:
     """The bundle of the served version as UTF-8 pieces (about a thousand indicators each)."""
     ident = identity(identity_name)  # first: without stix2, fail before reading anything
@@ -148,7 +162,7 @@ def stix_pieces(
     facts = line_facts(lines, offenders, bans)
     bundle = uuid.uuid5(NAMESPACE, f"bundle\n{version.feed}\n{version.number}\n{version.etag}")
     yield f'{{"type":"bundle","id":"bundle--{bundle}","objects":[\n{ident}'.encode()
-    modified = stamp(version.created)
+    stamps: dict[int, str] = {}  # many lines share a time: format each once
     description = f"Published by banfeed in feed {feed}"  # feed names need no JSON escape
     labels_of: dict[frozenset[str], str] = {}
     pieces: list[str] = []
@@ -160,6 +174,13 @@ def stix_pieces(
             until = None if fam_facts.forever[at] else fam_facts.until[at]
             if until is not None and until <= valid_from:  # STIX: strictly after valid_from
                 until = valid_from + 1
+            # An indicator's content (valid_until, labels) follows the store between versions:
+            # an offender behind the line written again, or a ban made, is a new version of the
+            # object, never the same id and modified with other content.
+            changed = max(version.created, fam_facts.latest[at])
+            modified = stamps.get(changed)
+            if modified is None:
+                modified = stamps[changed] = stamp(changed)
             causes = frozenset(fam_facts.causes[at])
             labels = labels_of.get(causes)
             if labels is None:
@@ -190,6 +211,6 @@ def _texts(fam: Family) -> Iterator[str]:
 
 
 def stix_body(
-    shown: Served, offenders: Iterable[Offender], bans: Sequence[Ban], identity_name: str
+    shown: Served, offenders: Iterable[Written], bans: Sequence[Ban], identity_name: str
 ) -> bytes:
     return b"".join(stix_pieces(shown, offenders, bans, identity_name))

@@ -238,11 +238,12 @@ class FeedCache:
         try:
             with self.store.read() as tx:  # the offenders stream from this transaction
                 allow = with_entries(self.publisher.policy.allowlist, tx.allow_entries(now))
-                offenders = self.publisher.covered_offenders(tx, entry.served)
-                if stix:  # the same offenders, and the bans the lines carry
+                if stix:  # the same offenders (and when each was written), and the bans
+                    written = self.publisher.covered_written(tx, entry.served)
                     bans = tx.active_bans(now)
-                    body = stix_body(entry.served, offenders, bans, self.stix_identity)
+                    body = stix_body(entry.served, written, bans, self.stix_identity)
                 else:
+                    offenders = self.publisher.covered_offenders(tx, entry.served)
                     body = b"".join(rendered_pieces(fmt, offenders, now, allow))
         except StoreError as exc:
             log.error("feed %s.%s unavailable: %s", name, fmt, exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,8 @@ from ..publish.stix import NAMESPACE, STIX_FORMAT, STIX_MEDIA_TYPE, StixUnavaila
 from .auth import real_client
 from .taxii_objects import (
     CollectionIndex,
-    Page,
     TaxiiQueryError,
+    added_range,
     envelope,
     index_of,
     manifest,
@@ -167,7 +168,8 @@ def taxii_routes(state: ServerState) -> list[BaseRoute]:
         try:
             query = parse_query(request.query_params, object_id)
             if kind == "versions":
-                return _taxii(versions(found, query), headers=_added(found, None))
+                body, kept = versions(found, query)
+                return _taxii(body, headers=_added(found, kept))
             page = page_of(found, query)
         except TaxiiQueryError as exc:
             return taxii_error(400, "bad request", str(exc))
@@ -177,7 +179,7 @@ def taxii_routes(state: ServerState) -> list[BaseRoute]:
         host = real_client(peer, request.headers.getlist("x-forwarded-for"), state.trusted_proxies)
         state.fetches.record(name, host, agent, found.etag, 200, int(state.clock()))
         body = manifest(found, page) if kind == "manifest" else envelope(found, page)
-        return _taxii(body, headers=_added(found, page))
+        return _taxii(body, headers=_added(found, page.positions))
 
     async def discovery(request: Request) -> Response:
         return _taxii(
@@ -244,11 +246,9 @@ def taxii_routes(state: ServerState) -> list[BaseRoute]:
     return [Route(path, endpoint(handler)) for path, handler in table]
 
 
-def _added(index: CollectionIndex, page: Page | None) -> dict[str, str]:
-    """X-TAXII-Date-Added-First/Last: every object of a collection was added at once."""
-    if page is not None and not page.positions:
+def _added(index: CollectionIndex, positions: Sequence[int]) -> dict[str, str]:
+    """X-TAXII-Date-Added-First/Last: the earliest and latest date_added of what is answered."""
+    found = added_range(index, positions)
+    if found is None:
         return {}
-    return {
-        "X-TAXII-Date-Added-First": index.date_added,
-        "X-TAXII-Date-Added-Last": index.date_added,
-    }
+    return {"X-TAXII-Date-Added-First": found[0], "X-TAXII-Date-Added-Last": found[1]}

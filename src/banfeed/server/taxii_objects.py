@@ -1,11 +1,12 @@
 """The objects of a feed's TAXII 2.1 collection (docs/sharing.md, "TAXII 2.1").
 
 A collection is the served STIX bundle of its feed (or shard): its identity and one indicator
-per line, each in the one version the bundle carries, added to the collection when the served
-version was published (``date_added`` = that version's ``created``, which is also every
-indicator's ``modified``). :func:`index_of` cuts the cached bundle into objects once per
-rendering (byte ranges into the same bytes, nothing copied); a page is a join of those ranges,
-so a 100,000-line feed pages without rendering anything again.
+per line, each in the one version the bundle carries. An object's ``date_added`` is its
+``modified``: the served version's publication, or later when what is behind its line changed
+since (``publish/stix.py``), so ``added_after`` returns exactly the object versions that came
+after it; the identity is dated by the publication. :func:`index_of` cuts the cached bundle into
+objects once per rendering (byte ranges into the same bytes, nothing copied); a page is a join
+of those ranges, so a 100,000-line feed pages without rendering anything again.
 
 ``next`` names the feed version and an offset: the lines and their order are those of the
 version, so the offset stays right while the store moves (a page then carries the refreshed
@@ -35,6 +36,7 @@ class StixObject:
     id: str
     type: str
     version: str  # its modified: the one version the collection holds
+    added: int  # its date_added: its modified, and never before the served version
     spec_version: str
     start: int  # byte range in the bundle
     end: int
@@ -45,23 +47,20 @@ class CollectionIndex:
     body: bytes  # the cached bundle (the same bytes object the feed cache keeps)
     objects: tuple[StixObject, ...]
     by_id: Mapping[str, int]
-    added: int  # when the served version was published: every object's date_added
     number: int  # the feed version, for next
     etag: str
 
-    @property
-    def date_added(self) -> str:
-        return stamp(self.added)
-
 
 def index_of(body: bytes, added: int, number: int, etag: str) -> CollectionIndex:
-    """The bundle's objects and where each lies in ``body`` (parsed once, in a worker thread)."""
+    """The bundle's objects and where each lies in ``body`` (parsed once, in a worker thread);
+    ``added``: when the served version was published, the earliest ``date_added``."""
     text = body.decode("utf-8")
     ascii_only = len(text) == len(body)  # then character and byte offsets are the same
     decoder = json.JSONDecoder()
     pos = text.index("[", text.index('"objects"')) + 1
     objects: list[StixObject] = []
     char_at, byte_at = 0, 0
+    moments: dict[str, int] = {}  # many objects share a modified: parse each once
     while True:
         pos = _skip(text, pos)
         if text[pos] == "]":
@@ -73,11 +72,17 @@ def index_of(body: bytes, added: int, number: int, etag: str) -> CollectionIndex
             start_byte = byte_at + len(text[char_at:pos].encode())
             end_byte = start_byte + len(text[pos:end].encode())
             char_at, byte_at = end, end_byte
+        version = found.get("modified", found.get("created", ""))
+        moment = moments.get(version)
+        if moment is None:
+            stamped = int(_timestamp(version, "modified")) if version else added
+            moment = moments[version] = max(stamped, added)
         objects.append(
             StixObject(
                 found["id"],
                 found["type"],
-                found.get("modified", found.get("created", "")),
+                version,
+                moment,
                 found.get("spec_version", "2.1"),
                 start_byte,
                 end_byte,
@@ -87,7 +92,7 @@ def index_of(body: bytes, added: int, number: int, etag: str) -> CollectionIndex
         if text[pos] == ",":
             pos += 1
     by_id = {o.id: at for at, o in enumerate(objects)}
-    return CollectionIndex(body, tuple(objects), by_id, added, number, etag)
+    return CollectionIndex(body, tuple(objects), by_id, number, etag)
 
 
 def _skip(text: str, pos: int) -> int:
@@ -163,12 +168,13 @@ def _cursor(text: str) -> tuple[int, int]:
 
 def selected(index: CollectionIndex, query: Query) -> Sequence[int]:
     """The positions of the objects the query's filters keep, in the bundle's order."""
-    if query.added_after is not None and index.added <= query.added_after:
-        return ()
     if query.ids is not None:
         positions: Sequence[int] = sorted(index.by_id[i] for i in query.ids if i in index.by_id)
     else:
         positions = range(len(index.objects))
+    after = query.added_after
+    if after is not None:
+        positions = [at for at in positions if index.objects[at].added > after]
     if query.types is None and query.spec_versions is None and _any_version(query):
         return positions
     times: dict[str, float] = {}
@@ -235,7 +241,7 @@ def manifest(index: CollectionIndex, page: Page) -> bytes:
     records = [
         {
             "id": index.objects[at].id,
-            "date_added": index.date_added,
+            "date_added": stamp(index.objects[at].added),
             "version": index.objects[at].version,
             "media_type": STIX_MEDIA_TYPE,
         }
@@ -249,7 +255,17 @@ def manifest(index: CollectionIndex, page: Page) -> bytes:
     return json.dumps(document).encode()
 
 
-def versions(index: CollectionIndex, query: Query) -> bytes:
+def added_range(index: CollectionIndex, positions: Sequence[int]) -> tuple[str, str] | None:
+    """The earliest and latest ``date_added`` of the objects at ``positions`` (the
+    X-TAXII-Date-Added-First/Last headers); None for none."""
+    if not positions:
+        return None
+    moments = [index.objects[at].added for at in positions]
+    return stamp(min(moments)), stamp(max(moments))
+
+
+def versions(index: CollectionIndex, query: Query) -> tuple[bytes, Sequence[int]]:
+    """The versions document of the object asked, and the positions it names."""
     kept = selected(
         index,
         Query(
@@ -262,4 +278,4 @@ def versions(index: CollectionIndex, query: Query) -> bytes:
     document: dict[str, object] = {"more": False}
     if kept:
         document["versions"] = [index.objects[at].version for at in kept]
-    return json.dumps(document).encode()
+    return json.dumps(document).encode(), kept

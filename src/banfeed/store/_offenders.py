@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
-from ..models import Offender, OffenderStatus, Offense
+from ..models import Offender, OffenderStatus, Offense, Written
 from ..net import IPNetwork, parse_address, sort_key
 from ._common import (
     BIG_CHUNK,
@@ -115,6 +115,13 @@ class OffenderQueries:
             query = query.where(offenders.c.family == family)
         for row in self.conn.execution_options(yield_per=5000).execute(query):
             yield offender_from_row(row)
+
+    def iter_offenders_written(self, *, active_at: int) -> Iterator[Written]:
+        """The active offenders in numeric address order, each with when its row was last
+        written (``updated``): what a STIX indicator's ``modified`` follows."""
+        query = select(offenders).where(active(active_at)).order_by(offenders.c.sort_key)
+        for row in self.conn.execution_options(yield_per=5000).execute(query):
+            yield Written(offender_from_row(row), row.updated)
 
     def _stamp(self) -> int:
         """The store version this transaction's writes carry (claimed once per transaction)."""
