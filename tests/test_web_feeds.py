@@ -135,6 +135,15 @@ def test_a_feed_page_has_history_newest_first_buttons_and_a_diff_form(
     assert 'name="old" type="number" min="1" value="1"' in page.text  # previous vs current
     assert 'name="new" type="number" min="1" value="2"' in page.text
     assert "No consumer has fetched this feed yet" in words
+    assert 'href="/feeds/all.stix.json"' in page.text
+    found = re.search(r'<code id="taxii-collection">([^<]+)</code>', page.text)
+    assert found is not None  # the collection the TAXII server lists for the feed
+    listed = admin[0].get(
+        "/taxii2/feeds/collections/", headers={"Accept": "application/taxii+json;version=2.1"}
+    )
+    assert listed.status_code == 200, listed.text
+    by_title = {c["title"]: c["id"] for c in listed.json()["collections"]}
+    assert found.group(1) == f"/taxii2/feeds/collections/{by_title['all']}/"
     capped = admin[0].get("/dashboard/feeds/all?limit=1")
     assert capped.text.count("Rollback to this version") == 0 and "more versions" in capped.text
     assert 'href="?limit=5"' in capped.text

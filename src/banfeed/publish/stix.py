@@ -88,6 +88,20 @@ def stamp(epoch: int) -> str:
     return text[:-1] + ".000Z"
 
 
+TAXII_API_ROOT = "/taxii2/feeds/"  # the one API root of the TAXII server (server/taxii.py)
+
+
+def collection_id(name: str) -> str:
+    """A TAXII collection's id: uuid5 of its feed's (or shard's) name, the same on every
+    replica and after a restart."""
+    return str(uuid.uuid5(NAMESPACE, "collection\n" + name))
+
+
+def collection_path(name: str) -> str:
+    """Where the feed's (or shard's) TAXII collection is served."""
+    return f"{TAXII_API_ROOT}collections/{collection_id(name)}/"
+
+
 def indicator_id(feed: str, line: str) -> str:
     """The same for a line of a feed in every version and shard."""
     return "indicator--" + str(uuid.uuid5(NAMESPACE, feed + "\n" + line))

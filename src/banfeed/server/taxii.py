@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .. import metrics
-from ..publish.stix import NAMESPACE, STIX_FORMAT, STIX_MEDIA_TYPE, StixUnavailable
+from ..publish.stix import (
+    STIX_FORMAT,
+    STIX_MEDIA_TYPE,
+    TAXII_API_ROOT,
+    StixUnavailable,
+    collection_id,
+)
 from .auth import real_client
 from .taxii_objects import (
     CollectionIndex,
@@ -38,16 +43,11 @@ if TYPE_CHECKING:
     from .app import ServerState
 
 TAXII_MEDIA_TYPE = "application/taxii+json;version=2.1"
-API_ROOT = "/taxii2/feeds/"
+API_ROOT = TAXII_API_ROOT
 READ_METHODS = ("GET", "HEAD")
 
 
 @lru_cache(maxsize=1024)
-def collection_id(name: str) -> str:
-    """A collection's id: uuid5 of its feed's (or shard's) name, the same on every replica."""
-    return str(uuid.uuid5(NAMESPACE, "collection\n" + name))
-
-
 def taxii_error(status: int, title: str, description: str | None = None) -> Response:
     document = {"title": title, "http_status": str(status)}
     if description:

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..errors import BanfeedError, InputError
 from ..models import Role
+from ..publish.stix import collection_path
 from ..reports import FeedDiff
 from ..timeutil import iso
 from . import overview
@@ -128,6 +129,7 @@ def routes(web: Web) -> list[BaseRoute]:
             f=facts,
             record=record,
             d=record["definition"],
+            taxii=collection_path(name),
             words=overview.feed_words(facts.shown),
             versions=[version_record(v, facts.served) for v in facts.versions],
             pair=diff_pair(facts),
