@@ -22,6 +22,7 @@ from banfeed.models import (
     AllowEntry,
     Ban,
     BanOrigin,
+    EventKind,
     Family,
     Offender,
     OffenderStatus,
@@ -258,10 +259,16 @@ def test_an_allowlist_change_that_empties_a_feed_is_held(tmp_path: Path) -> None
     with store.read() as tx:
         shown = served(tx, "f")
     assert shown is not None and shown.held and shown.version.entries == 20  # last good served
-    control.approve_feed(store, "f", actor="b", now=T0 + 1)
+    assert control.approve_feed(store, "f", actor="b", now=T0 + 1) is control.Approval.APPROVED
+    # Approved again before the next build: nothing recorded twice, the first approver kept.
+    assert control.approve_feed(store, "f", actor="c", now=T0 + 2) is control.Approval.ALREADY
+    with store.read() as tx:
+        approvals = tx.events_since(0, [EventKind.FEED_APPROVED])
+    assert [e.actor for e in approvals] == ["b"]
     [result] = publisher.publish()
     assert result.outcome is Outcome.PUBLISHED and result.version is not None
     assert result.version.entries == 0 and result.version.approver == "b"
+    assert control.approve_feed(store, "f", actor="c", now=T0 + 3) is control.Approval.NOT_HELD
     store.close()
 
 

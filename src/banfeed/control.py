@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from .errors import InputError
@@ -290,17 +291,28 @@ def _change_feed_state(
     tx.bump_version()
 
 
-def approve_feed(store: Store, feed: str, *, actor: str, now: int, note: str | None = None) -> bool:
-    """Release the mass-drop guard's hold on ``feed``; False if it was not held."""
+class Approval(StrEnum):
+    APPROVED = "approved"  # the hold is released now
+    ALREADY = "already"  # released before, not published yet: nothing recorded again
+    NOT_HELD = "not_held"
+
+
+def approve_feed(
+    store: Store, feed: str, *, actor: str, now: int, note: str | None = None
+) -> Approval:
+    """Release the mass-drop guard's hold on ``feed``. Approving a hold already released (the
+    next build publishes it) records nothing again."""
     with store.write() as tx:
         state = tx.feed_states().get(feed)
         if state is None or state.held_since is None:
-            return False
+            return Approval.NOT_HELD
+        if state.hold_approved:
+            return Approval.ALREADY
         detail = _with_note(f"released the hold on {feed}", note)
         _change_feed_state(
             tx, state, EventKind.FEED_APPROVED, detail, actor, now, approved=now, approved_by=actor
         )
-    return True
+    return Approval.APPROVED
 
 
 def pin_feed(

@@ -216,6 +216,15 @@ class FeedState:
     pinned: int | None = None  # the version number served until released (a rollback)
     pinned_by: str | None = None
 
+    @property
+    def hold_approved(self) -> bool:
+        """Held, and an operator released this hold (the next build publishes)."""
+        return (
+            self.held_since is not None
+            and self.approved is not None
+            and self.approved >= self.held_since
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class FeedVersion:

@@ -110,9 +110,11 @@ def feeds_approve(ctx: Context, name: str) -> None:
 
     ctx.config.feed(name)
     with ctx.runtime() as rt:
-        held = control.approve_feed(rt.store, name, actor=operator(), now=rt.now())
-    if held:
+        done = control.approve_feed(rt.store, name, actor=operator(), now=rt.now())
+    if done is control.Approval.APPROVED:
         out.print(f"feed {name}: hold released; servers publish its current content within seconds")
+    elif done is control.Approval.ALREADY:
+        out.print(f"feed {name}: its hold was already released; it is published within seconds")
     else:
         out.print(f"feed {name} was not held; nothing to approve")
 

@@ -204,12 +204,7 @@ class Publisher:
         gone = Lines()
         if old is not None and change is not None:
             gone = lost_since(old, build.entries, change)
-        approved = (
-            state.held_since is not None
-            and state.approved is not None
-            and state.approved >= state.held_since
-        )
-        if approved:
+        if state.hold_approved:
             decision = Decision(True, f"approved by {state.approved_by or 'an operator'}")
         else:
             facts = None
@@ -230,7 +225,7 @@ class Publisher:
             matched=len(build.matched),
             overflow=build.overflow,
             reason=decision.reason,
-            approver=state.approved_by if approved else None,
+            approver=state.approved_by if state.hold_approved else None,
             store_version=build.version,
             body=None,  # compressed for every feed at once (_compressed)
         )

@@ -191,9 +191,12 @@ def feed_act(
         raise InputError(f"version: {action} takes no version")
     result: dict[str, Any] = {"actor": actor, "feed": feed}
     if action == "approve":
-        if not control.approve_feed(rt.store, feed, actor=actor, now=now, note=note):
+        approval = control.approve_feed(rt.store, feed, actor=actor, now=now, note=note)
+        if approval is control.Approval.NOT_HELD:
             raise InputError(f"feed {feed} is not held; there is nothing to approve")
         done = f"released the hold on {feed}: its current content is published"
+        if approval is control.Approval.ALREADY:
+            done = f"the hold on {feed} was already released: its current content is published"
     elif action == "rollback":
         if body.version is None:
             raise InputError("version: give the version to serve (see the feed's history)")
