@@ -10,7 +10,7 @@ the few callers that want them.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Protocol, TypeVar
@@ -163,6 +163,16 @@ class Lines:
             values = spans.array([int(offenders[i].ip) for i in at], fam.version)
             keep[at] = spans.contains(*fam.merged(), values)
         return [o for o, k in zip(offenders, keep.tolist(), strict=True) if k]
+
+    def covered_stream(self, items: Iterable[_T]) -> Iterator[_T]:
+        """:meth:`covered` of a stream, judged a few thousand items at a time (bounded memory)."""
+        chunk: list[_T] = []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) == 5000:
+                yield from self.covered(chunk)
+                chunk = []
+        yield from self.covered(chunk)
 
     def take(self, v4: Array, v6: Array) -> Lines:
         return Lines(self.v4.take(v4), self.v6.take(v6))

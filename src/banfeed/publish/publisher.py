@@ -14,12 +14,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import TypeVar
 
 from ..errors import ConflictError, StoreError
 from ..models import EventKind, FeedState, FeedVersion, Offender, Written
@@ -340,12 +339,12 @@ class Publisher:
     def covered_offenders(self, tx: Tx, shown: Served) -> Iterator[Offender]:
         """The active offenders the served version's lines cover (what CSV and JSON list), in
         numeric order, a few thousand at a time: consume it inside ``tx``."""
-        return _covered(self._lines(shown), tx.iter_offenders(active_at=int(self.clock())))
+        return self._lines(shown).covered_stream(tx.iter_offenders(active_at=int(self.clock())))
 
     def covered_written(self, tx: Tx, shown: Served) -> Iterator[Written]:
         """:meth:`covered_offenders`, each with when its row was last written (for STIX)."""
         rows = tx.iter_offenders_written(active_at=int(self.clock()))
-        return _covered(self._lines(shown), rows)
+        return self._lines(shown).covered_stream(rows)
 
     def _lines(self, shown: Served) -> Lines:
         """The served version's lines: this process's build of it when it has one."""
@@ -353,19 +352,6 @@ class Publisher:
         if build is not None and self.etags.get(shown.version.feed) == shown.version.etag:
             return build.entries
         return shown.lines()
-
-
-_Row = TypeVar("_Row", Offender, Written)
-
-
-def _covered(lines: Lines, rows: Iterable[_Row]) -> Iterator[_Row]:
-    chunk: list[_Row] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == 5000:
-            yield from lines.covered(chunk)
-            chunk = []
-    yield from lines.covered(chunk)
 
 
 def _compressed(results: list[FeedResult]) -> list[FeedResult]:
