@@ -117,15 +117,9 @@ class Offender:
     note: str | None = None
 
 
-class Written(NamedTuple):
-    """An offender with when its row was last written (the store's ``updated``)."""
-
-    offender: Offender
-    updated: int
-
-    @property
-    def ip(self) -> IPAddress:
-        return self.offender.ip
+# An offender with when its row was last written (the store's ``updated``): a plain tuple, as
+# a STIX rendering makes one per active offender.
+Written = tuple[Offender, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,9 @@ the few callers that want them.
 
 from __future__ import annotations
 
+import itertools
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Protocol, TypeVar
@@ -30,6 +31,7 @@ class _HasIp(Protocol):
 
 
 _T = TypeVar("_T", bound=_HasIp)
+_I = TypeVar("_I")
 
 _OCTETS = np.zeros((256, 3), dtype=np.uint8)  # right-aligned digits; 0 marks no character
 for _value in range(256):
@@ -155,6 +157,10 @@ class Lines:
 
     def covered(self, offenders: Sequence[_T]) -> list[_T]:
         """The items of ``offenders`` whose address a line covers (in their order)."""
+        return list(itertools.compress(offenders, self.mask(offenders)))
+
+    def mask(self, offenders: Sequence[_HasIp]) -> list[bool]:
+        """For each of ``offenders``, whether a line covers its address."""
         keep = np.zeros(len(offenders), dtype=bool)
         for fam in self.families:
             at = [i for i, o in enumerate(offenders) if o.ip.version == fam.version]
@@ -162,17 +168,19 @@ class Lines:
                 continue
             values = spans.array([int(offenders[i].ip) for i in at], fam.version)
             keep[at] = spans.contains(*fam.merged(), values)
-        return [o for o, k in zip(offenders, keep.tolist(), strict=True) if k]
+        mask: list[bool] = keep.tolist()
+        return mask
 
-    def covered_stream(self, items: Iterable[_T]) -> Iterator[_T]:
-        """:meth:`covered` of a stream, judged a few thousand items at a time (bounded memory)."""
-        chunk: list[_T] = []
+    def covered_stream(self, items: Iterable[_I], of: Callable[[_I], _HasIp]) -> Iterator[_I]:
+        """The items of a stream whose offender (``of(item)``) a line covers, judged a few
+        thousand at a time (bounded memory)."""
+        chunk: list[_I] = []
         for item in items:
             chunk.append(item)
             if len(chunk) == 5000:
-                yield from self.covered(chunk)
+                yield from itertools.compress(chunk, self.mask([of(i) for i in chunk]))
                 chunk = []
-        yield from self.covered(chunk)
+        yield from itertools.compress(chunk, self.mask([of(i) for i in chunk]))
 
     def take(self, v4: Array, v6: Array) -> Lines:
         return Lines(self.v4.take(v4), self.v6.take(v6))

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
+from operator import itemgetter
 
 from ..errors import ConflictError, StoreError
 from ..models import EventKind, FeedState, FeedVersion, Offender, Written
@@ -339,12 +340,13 @@ class Publisher:
     def covered_offenders(self, tx: Tx, shown: Served) -> Iterator[Offender]:
         """The active offenders the served version's lines cover (what CSV and JSON list), in
         numeric order, a few thousand at a time: consume it inside ``tx``."""
-        return self._lines(shown).covered_stream(tx.iter_offenders(active_at=int(self.clock())))
+        rows = tx.iter_offenders(active_at=int(self.clock()))
+        return self._lines(shown).covered_stream(rows, _itself)
 
     def covered_written(self, tx: Tx, shown: Served) -> Iterator[Written]:
         """:meth:`covered_offenders`, each with when its row was last written (for STIX)."""
         rows = tx.iter_offenders_written(active_at=int(self.clock()))
-        return self._lines(shown).covered_stream(rows)
+        return self._lines(shown).covered_stream(rows, itemgetter(0))
 
     def _lines(self, shown: Served) -> Lines:
         """The served version's lines: this process's build of it when it has one."""
@@ -352,6 +354,10 @@ class Publisher:
         if build is not None and self.etags.get(shown.version.feed) == shown.version.etag:
             return build.entries
         return shown.lines()
+
+
+def _itself(offender: Offender) -> Offender:
+    return offender
 
 
 def _compressed(results: list[FeedResult]) -> list[FeedResult]:

@@ -70,7 +70,8 @@ class _Facts:
         return cls([None] * n, [None] * n, [False] * n, [set() for _ in range(n)], [0] * n)
 
     def add(self, at: int, first: int, until: int | None, causes: Iterable[str], made: int) -> None:
-        self.latest[at] = max(self.latest[at], made)
+        if made > self.latest[at]:
+            self.latest[at] = made
         known = self.first[at]
         self.first[at] = first if known is None else min(known, first)
         if until is None:

@@ -121,7 +121,7 @@ class OffenderQueries:
         written (``updated``): what a STIX indicator's ``modified`` follows."""
         query = select(offenders).where(active(active_at)).order_by(offenders.c.sort_key)
         for row in self.conn.execution_options(yield_per=5000).execute(query):
-            yield Written(offender_from_row(row), row.updated)
+            yield offender_from_row(row), row.updated
 
     def _stamp(self) -> int:
         """The store version this transaction's writes carry (claimed once per transaction)."""
