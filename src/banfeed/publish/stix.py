@@ -92,6 +92,7 @@ def stamp(epoch: int) -> str:
 TAXII_API_ROOT = "/taxii2/feeds/"  # the one API root of the TAXII server (server/taxii.py)
 
 
+@lru_cache(maxsize=1024)  # asked for each listed name on every collection request
 def collection_id(name: str) -> str:
     """A TAXII collection's id: uuid5 of its feed's (or shard's) name, the same on every
     replica and after a restart."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -22,9 +21,11 @@ from .. import metrics
 from ..publish.stix import (
     STIX_FORMAT,
     STIX_MEDIA_TYPE,
-    TAXII_API_ROOT,
     StixUnavailable,
     collection_id,
+)
+from ..publish.stix import (
+    TAXII_API_ROOT as API_ROOT,
 )
 from .auth import real_client
 from .taxii_objects import (
@@ -43,11 +44,9 @@ if TYPE_CHECKING:
     from .app import ServerState
 
 TAXII_MEDIA_TYPE = "application/taxii+json;version=2.1"
-API_ROOT = TAXII_API_ROOT
 READ_METHODS = ("GET", "HEAD")
 
 
-@lru_cache(maxsize=1024)
 def taxii_error(status: int, title: str, description: str | None = None) -> Response:
     document = {"title": title, "http_status": str(status)}
     if description:

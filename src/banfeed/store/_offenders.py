@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, select, update
 
 from ..models import Offender, OffenderStatus, Offense, Written
 from ..net import IPNetwork, parse_address, sort_key
@@ -108,20 +108,22 @@ class OffenderQueries:
         self, *, active_at: int | None = None, family: int | None = None
     ) -> Iterator[Offender]:
         """Offenders in numeric address order; with ``active_at``, only those listed and active."""
+        for row in self._offender_rows(active_at, family):
+            yield offender_from_row(row)
+
+    def iter_offenders_written(self, *, active_at: int) -> Iterator[Written]:
+        """:meth:`iter_offenders` of the active ones, each with when its row was last written
+        (``updated``): what a STIX indicator's ``modified`` follows."""
+        for row in self._offender_rows(active_at, None):
+            yield offender_from_row(row), row.updated
+
+    def _offender_rows(self, active_at: int | None, family: int | None) -> Iterator[Row[Any]]:
         query = select(offenders).order_by(offenders.c.sort_key)
         if active_at is not None:
             query = query.where(active(active_at))
         if family is not None:
             query = query.where(offenders.c.family == family)
-        for row in self.conn.execution_options(yield_per=5000).execute(query):
-            yield offender_from_row(row)
-
-    def iter_offenders_written(self, *, active_at: int) -> Iterator[Written]:
-        """The active offenders in numeric address order, each with when its row was last
-        written (``updated``): what a STIX indicator's ``modified`` follows."""
-        query = select(offenders).where(active(active_at)).order_by(offenders.c.sort_key)
-        for row in self.conn.execution_options(yield_per=5000).execute(query):
-            yield offender_from_row(row), row.updated
+        return iter(self.conn.execution_options(yield_per=5000).execute(query))
 
     def _stamp(self) -> int:
         """The store version this transaction's writes carry (claimed once per transaction)."""
